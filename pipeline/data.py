@@ -1,0 +1,179 @@
+"""Datasets for training: cached whole-volume preprocessing, one training sample per octant.
+
+The reference trains on (uid, octant) pairs: each preprocessed volume is cut into 2x2x2 octants and
+octants without lung are dropped, so a batch of 4 holds 4 octants from any volumes. MONAI caches
+per volume (``CacheDataset`` / ``PersistentDataset``) and flattens list-returning transforms only
+inside a batch (``list_data_collate``), which would tie the batch to whole volumes; it has no dataset
+that exposes each element of a cached list as its own index, so :class:`FlattenedDataset` does that
+on top of MONAI's caches.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from monai.data import CacheDataset, Dataset, PersistentDataset
+from monai.losses import DiceCELoss, DiceLoss
+from monai.transforms import Compose
+
+__all__ = ["FlattenedDataset", "make_loss", "reference_class_weights", "volume_dataset"]
+
+logger = logging.getLogger(__name__)
+
+CACHE_CHOICES = ("memory", "disk", "none")
+
+
+def volume_dataset(
+    data: Sequence[dict],
+    transform: Callable | None,
+    cache: str = "memory",
+    cache_rate: float = 1.0,
+    cache_dir: str | Path | None = None,
+    num_workers: int | None = 1,
+) -> Dataset:
+    """A MONAI dataset over whole volumes whose deterministic ``transform`` output is cached.
+
+    Args:
+        data: datalist items ``{"image": path, "label": path, "uid": str}``.
+        transform: the deterministic preprocessing (load, resample, crop/pad ...).
+        cache: ``"memory"`` (``CacheDataset``, ``cache_rate`` of the items), ``"disk"``
+            (``PersistentDataset`` under ``cache_dir``) or ``"none"``.
+        cache_rate: fraction of items cached in memory.
+        cache_dir: folder for the disk cache (required for ``"disk"``).
+        num_workers: threads used to build the memory cache.
+
+    Raises:
+        ValueError: unknown ``cache`` or a disk cache without ``cache_dir``.
+    """
+    if cache not in CACHE_CHOICES:
+        raise ValueError(f"cache must be one of {CACHE_CHOICES}, got {cache!r}")
+    if cache == "memory":
+        return CacheDataset(data=list(data), transform=transform, cache_rate=cache_rate, num_workers=num_workers,
+                            progress=False, copy_cache=False)
+    if cache == "disk":
+        if not cache_dir:
+            raise ValueError("cache='disk' needs cache_dir (a folder for the preprocessed volumes)")
+        Path(cache_dir).mkdir(parents=True, exist_ok=True)
+        return PersistentDataset(data=list(data), transform=transform, cache_dir=cache_dir)
+    return Dataset(data=list(data), transform=transform)
+
+
+class FlattenedDataset(torch.utils.data.Dataset):
+    """One index per element of the lists that a volume dataset's items are.
+
+    Args:
+        data: datalist items (one per volume).
+        transform: deterministic, cached per volume; its output for one volume is a list of samples
+            (e.g. ending with :class:`transforms.Octantsd`) or a single sample.
+        sample_transform: applied to each sample on access, not cached (intensity normalisation,
+            random augmentation).
+        cache, cache_rate, cache_dir, num_workers: see :func:`volume_dataset`.
+
+    The index is built once at construction by reading every volume through the cache (the cached
+    dataset is built then as well), so ``len()`` is the number of samples, as in the reference.
+    """
+
+    def __init__(
+        self,
+        data: Sequence[dict],
+        transform: Callable | None,
+        sample_transform: Callable | Sequence[Callable] | None = None,
+        cache: str = "memory",
+        cache_rate: float = 1.0,
+        cache_dir: str | Path | None = None,
+        num_workers: int | None = 1,
+    ) -> None:
+        self.data = list(data)
+        self.transform = transform
+        self.volumes = volume_dataset(self.data, transform, cache, cache_rate, cache_dir, num_workers)
+        if sample_transform is not None and not callable(sample_transform):
+            sample_transform = Compose(list(sample_transform))
+        self.sample_transform = sample_transform
+        self.index: list[tuple[int, int]] = []
+        self.foreground: list[float] = []  # foreground voxel count of each sample (for class weights)
+        self.voxels: list[int] = []
+        for i in range(len(self.volumes)):
+            samples = self._as_list(self.volumes[i])
+            for j, s in enumerate(samples):
+                self.index.append((i, j))
+                label = s.get("label") if isinstance(s, dict) else None
+                if label is not None:
+                    lab = torch.as_tensor(label)
+                    self.foreground.append(float((lab > 0).sum()))
+                    self.voxels.append(int(lab.numel()))
+        logger.info(f"{len(self.index)} samples from {len(self.volumes)} volumes")
+
+    @staticmethod
+    def _as_list(item: Any) -> list:
+        return list(item) if isinstance(item, (list, tuple)) else [item]
+
+    def __len__(self) -> int:
+        return len(self.index)
+
+    def __getitem__(self, k: int) -> Any:
+        i, j = self.index[k]
+        sample = self._as_list(self.volumes[i])[j]
+        if self.sample_transform is not None:
+            sample = self.sample_transform(dict(sample))
+        return sample
+
+    def volume_of(self, k: int) -> int:
+        """Index (into ``data``) of the volume that sample ``k`` comes from."""
+        return self.index[k][0]
+
+
+def reference_class_weights(dataset: FlattenedDataset, parts_per_volume: int = 8) -> list[float]:
+    """The reference's NLL class weights: [m / (1 + m), 1 / (1 + m)].
+
+    m is the mean, over the kept (volume, octant) samples, of the foreground fraction of the sample's
+    whole volume (vnet.md §3.5). Dropped octants hold no foreground, so a volume's fraction is the
+    foreground of its kept samples over ``parts_per_volume`` x the sample size.
+
+    Args:
+        dataset: the training samples.
+        parts_per_volume: samples a volume was cut into before empty ones were dropped (2x2x2 = 8).
+
+    Returns:
+        ``[w_background, w_foreground]``.
+    """
+    if not dataset.foreground:
+        raise ValueError("the training dataset has no labelled samples: cannot compute class weights")
+    fg_per_volume: dict[int, float] = {}
+    size_per_volume: dict[int, int] = {}
+    for k, (fg, vox) in enumerate(zip(dataset.foreground, dataset.voxels)):
+        v = dataset.volume_of(k)
+        fg_per_volume[v] = fg_per_volume.get(v, 0.0) + fg
+        size_per_volume[v] = vox * parts_per_volume
+    fractions = [fg_per_volume[dataset.volume_of(k)] / size_per_volume[dataset.volume_of(k)] for k in range(len(dataset))]
+    m = float(np.mean(fractions))
+    return [m / (1.0 + m), 1.0 / (1.0 + m)]
+
+
+LOSS_CHOICES = ("ce", "dice", "dicece")
+
+
+def make_loss(name: str = "ce", weight: Sequence[float] | None = None) -> torch.nn.Module:
+    """The training loss on logits (N, 2, *spatial) and labels (N, 1, *spatial).
+
+    Args:
+        name: ``"ce"``: class-weighted cross-entropy, identical to the reference's weighted NLL on
+            log-softmax; ``"dice"``: soft Dice on softmax (the paper's loss; background excluded);
+            ``"dicece"``: their sum.
+        weight: class weights for the cross-entropy term (``[w_bg, w_fg]``).
+
+    Raises:
+        ValueError: unknown name.
+    """
+    w = torch.as_tensor(weight, dtype=torch.float32) if weight is not None else None
+    if name == "ce":
+        return DiceCELoss(to_onehot_y=True, softmax=True, lambda_dice=0.0, lambda_ce=1.0, weight=w)
+    if name == "dice":
+        return DiceLoss(to_onehot_y=True, softmax=True, include_background=False)
+    if name == "dicece":
+        return DiceCELoss(to_onehot_y=True, softmax=True, include_background=False, weight=w)
+    raise ValueError(f"loss must be one of {LOSS_CHOICES}, got {name!r}")

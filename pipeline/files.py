@@ -1,0 +1,101 @@
+"""Atomic file writing and safe checkpoint loading.
+
+Every file the project writes (checkpoints, ``model.pt``, exported models, CSVs, PNGs) goes to a
+temporary name in the target's folder and is renamed into place, so a kill at any moment leaves
+either the old file or the new one, never a truncated one.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import pickle
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from transforms.errors import InputError
+
+__all__ = ["atomic_path", "atomic_torch_save", "atomic_write_text", "load_checkpoint", "unwrap_state_dict"]
+
+
+@contextlib.contextmanager
+def atomic_path(path: str | os.PathLike, suffix: str | None = None) -> Iterator[Path]:
+    """Yield a temporary path next to ``path``; on success rename it to ``path``, on error delete it.
+
+    Args:
+        path: the final file name.
+        suffix: suffix of the temporary name (default: the final suffix, so writers that look at the
+            extension behave the same).
+
+    Raises:
+        InputError: the folder cannot be created or written.
+    """
+    path = Path(path)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=suffix if suffix is not None else "".join(path.suffixes),
+                                   dir=path.parent)
+    except OSError as e:
+        raise InputError(f"cannot write '{path}': {e.strerror or e}") from e
+    os.close(fd)
+    tmp_path = Path(tmp)
+    try:
+        yield tmp_path
+        os.replace(tmp_path, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            tmp_path.unlink()
+        raise
+
+
+def atomic_torch_save(obj: Any, path: str | os.PathLike) -> Path:
+    """``torch.save`` to a temporary name, fsync, then rename into place. Returns the path."""
+    path = Path(path)
+    with atomic_path(path, suffix=".tmp") as tmp:
+        with open(tmp, "wb") as f:
+            torch.save(obj, f)
+            f.flush()
+            os.fsync(f.fileno())
+    return path
+
+
+def atomic_write_text(path: str | os.PathLike, text: str) -> Path:
+    """Write a text file atomically. Returns the path."""
+    path = Path(path)
+    with atomic_path(path, suffix=".tmp") as tmp:
+        tmp.write_text(text)
+    return path
+
+
+def unwrap_state_dict(module: torch.nn.Module) -> dict[str, torch.Tensor]:
+    """The state dict of a module, without the ``module.`` prefix of DDP / DataParallel wrappers."""
+    inner = getattr(module, "module", module)
+    inner = getattr(inner, "_orig_mod", inner)  # torch.compile wrapper
+    return inner.state_dict()
+
+
+def load_checkpoint(path: str | os.PathLike, map_location: Any = "cpu") -> Any:
+    """Load a checkpoint with ``torch.load(weights_only=True)``: tensors and plain containers only.
+
+    A file whose pickle would construct arbitrary Python objects (and could run code) is refused.
+
+    Raises:
+        InputError: the file is missing, truncated, not a torch checkpoint, or not weights-only.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(f"checkpoint '{path}' does not exist")
+    try:
+        return torch.load(path, map_location=map_location, weights_only=True)
+    except pickle.UnpicklingError as e:
+        raise InputError(
+            f"checkpoint '{path}' was refused: it is not a plain weights file (loading it would run code from the"
+            f" pickle: {str(e).splitlines()[0]}). Only load checkpoints from sources you trust, and re-save them as"
+            " state dicts."
+        ) from e
+    except (RuntimeError, EOFError, OSError, ValueError) as e:
+        raise InputError(f"checkpoint '{path}' cannot be read (truncated or not a torch file): {str(e).splitlines()[0]}") from e

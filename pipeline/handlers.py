@@ -1,0 +1,334 @@
+"""Ignite handlers and metrics the reference has and MONAI lacks.
+
+* :class:`VoxelErrorRate` / :class:`ErrorRate`: the reference's headline metric, 100 x misclassified
+  voxels / voxels, over whole volumes or over the lung-containing octants only (as the reference
+  evaluates its test octants).
+* :class:`Throughput`: the seed's FPS (samples x processes / iteration time, data loading excluded)
+  and the same including data loading, plus the seed's per-iteration log line.
+* :class:`LatestCheckpoint` / :class:`BestCheckpoint`: the seed's ``vnet_checkpoint.pth.tar`` and
+  ``vnet_model_best.pth.tar`` plus the bundle's ``models/model.pt``, written atomically.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import statistics
+import time
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+from ignite.engine import Engine, Events
+from monai.handlers import IgniteMetricHandler
+from monai.handlers.utils import from_engine
+from monai.metrics import CumulativeIterationMetric
+
+from pipeline import device as devices
+from pipeline.files import atomic_torch_save, unwrap_state_dict
+
+__all__ = ["BestCheckpoint", "ErrorRate", "LatestCheckpoint", "Throughput", "VoxelErrorRate", "voxel_errors"]
+
+logger = logging.getLogger(__name__)
+
+
+def voxel_errors(
+    y_pred: torch.Tensor, y: torch.Tensor, octant_split: Sequence[int] | None = None, drop_empty: bool = True
+) -> torch.Tensor:
+    """Misclassified and total voxel counts per item.
+
+    Args:
+        y_pred: (B, C, *spatial) one-hot / probabilities (argmax over C is the class) or (B, 1, *spatial) labels.
+        y: ground truth in the same form.
+        octant_split: count only within the sub-volumes of this split (e.g. (2, 2, 2)) ...
+        drop_empty: ... and skip those whose ground truth has no foreground (the reference's rule).
+
+    Returns:
+        (B, 2) float64 tensor of [misclassified voxels, counted voxels].
+    """
+    pred_lbl = y_pred.argmax(1) if y_pred.shape[1] > 1 else y_pred[:, 0].round()
+    true_lbl = y.argmax(1) if y.shape[1] > 1 else y[:, 0].round()
+    wrong = pred_lbl != true_lbl
+    if octant_split is None:
+        counted = torch.ones_like(wrong)
+    else:
+        spatial = wrong.shape[1:]
+        if len(octant_split) != len(spatial) or any(s % k for s, k in zip(spatial, octant_split)):
+            raise ValueError(f"spatial size {tuple(spatial)} cannot be split into {tuple(octant_split)} equal parts")
+        # (B, k0, s0/k0, k1, s1/k1, ...) -> which sub-volumes contain foreground
+        shape = [wrong.shape[0]]
+        for s, k in zip(spatial, octant_split):
+            shape += [k, s // k]
+        fg = (true_lbl > 0).reshape(shape)
+        reduce_dims = tuple(range(2, 2 * len(spatial) + 1, 2))
+        keep = fg.any(dim=reduce_dims) if drop_empty else torch.ones_like(fg.any(dim=reduce_dims))
+        for d, k in enumerate(octant_split):
+            keep = keep.repeat_interleave(spatial[d] // k, dim=d + 1)
+        counted = keep
+    wrong_n = (wrong & counted).flatten(1).sum(1)
+    total_n = counted.flatten(1).sum(1)
+    return torch.stack([wrong_n, total_n], dim=1).double()
+
+
+class VoxelErrorRate(CumulativeIterationMetric):
+    """The reference's voxel error rate (%), accumulated over all items: 100 x sum(wrong) / sum(voxels).
+
+    Args:
+        octant_split: restrict counting to sub-volumes of this split (``(2, 2, 2)``: the octants) ...
+        drop_empty: ... that contain foreground in the ground truth (the reference's test set rule).
+    """
+
+    def __init__(self, octant_split: Sequence[int] | None = None, drop_empty: bool = True) -> None:
+        super().__init__()
+        self.octant_split = tuple(octant_split) if octant_split is not None else None
+        self.drop_empty = drop_empty
+
+    def _compute_tensor(self, y_pred: torch.Tensor, y: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
+        return voxel_errors(y_pred, y, self.octant_split, self.drop_empty)
+
+    def aggregate(self) -> torch.Tensor:  # type: ignore[override]
+        data = self.get_buffer()
+        if not isinstance(data, torch.Tensor) or data.numel() == 0:
+            return torch.tensor(float("nan"))
+        wrong, total = data.reshape(-1, 2).sum(0)
+        return 100.0 * wrong / total.clamp_min(1)
+
+
+class ErrorRate(IgniteMetricHandler):
+    """Ignite handler for :class:`VoxelErrorRate` (use as ``key_val_metric`` with ``metric_cmp_fn="lower"``)."""
+
+    def __init__(
+        self,
+        octant_split: Sequence[int] | None = None,
+        drop_empty: bool = True,
+        output_transform: Callable = from_engine(["pred", "label"]),
+        save_details: bool = False,
+    ) -> None:
+        super().__init__(
+            metric_fn=VoxelErrorRate(octant_split=octant_split, drop_empty=drop_empty),
+            output_transform=output_transform,
+            save_details=save_details,
+        )
+
+
+class Throughput:
+    """Samples per second as the seed defines FPS, and the seed's train log line.
+
+    FPS = batch size x processes / (time from the batch being ready to the end of the optimiser step,
+    the device synchronised). ``fps_with_data`` also counts the time spent waiting for the loader.
+
+    Args:
+        world_size: number of training processes (the seed's device count).
+        log_interval: log the seed-style line every N iterations (0: never).
+        warmup: iterations ignored in the epoch medians (first iterations include allocation and caching).
+        loss_file: optional text file receiving one training loss per iteration (the seed's
+            ``train_<case>_loss.txt``).
+        name: logger name.
+    """
+
+    def __init__(
+        self,
+        world_size: int = 1,
+        log_interval: int = 1,
+        warmup: int = 2,
+        loss_file: str | Path | None = None,
+        name: str = "pipeline.throughput",
+    ) -> None:
+        self.world_size = max(1, int(world_size))
+        self.log_interval = log_interval
+        self.warmup = warmup
+        self.loss_file = Path(loss_file) if loss_file else None
+        self.logger = logging.getLogger(name)
+        self._t_start = 0.0
+        self._t_prev_end: float | None = None
+        self.fps: list[float] = []
+        self.fps_with_data: list[float] = []
+
+    def attach(self, engine: Engine) -> None:
+        engine.add_event_handler(Events.EPOCH_STARTED, self._epoch_started)
+        engine.add_event_handler(Events.GET_BATCH_STARTED, self._get_batch_started)
+        engine.add_event_handler(Events.ITERATION_STARTED, self._iteration_started)
+        engine.add_event_handler(Events.ITERATION_COMPLETED, self._iteration_completed)
+        engine.add_event_handler(Events.EPOCH_COMPLETED, self._epoch_completed)
+        if self.loss_file is not None:
+            self.loss_file.parent.mkdir(parents=True, exist_ok=True)
+
+    def _epoch_started(self, engine: Engine) -> None:
+        self.fps, self.fps_with_data = [], []
+        self._t_prev_end = None
+
+    def _get_batch_started(self, engine: Engine) -> None:
+        if self._t_prev_end is None:
+            self._t_prev_end = time.perf_counter()
+
+    def _iteration_started(self, engine: Engine) -> None:
+        self._t_start = time.perf_counter()
+
+    def _iteration_completed(self, engine: Engine) -> None:
+        devices.synchronize(torch.device(engine.state.device))
+        now = time.perf_counter()
+        batch = _batch_size(engine.state.batch)
+        fps = batch * self.world_size / max(now - self._t_start, 1e-9)
+        fps_data = batch * self.world_size / max(now - (self._t_prev_end or self._t_start), 1e-9)
+        self._t_prev_end = now
+        it_in_epoch = (engine.state.iteration - 1) % max(engine.state.epoch_length or 1, 1) + 1
+        if it_in_epoch > self.warmup:
+            self.fps.append(fps)
+            self.fps_with_data.append(fps_data)
+        engine.state.metrics["fps"] = fps
+        engine.state.metrics["fps_with_data"] = fps_data
+        loss = _loss_value(engine.state.output)
+        error = _train_error(engine.state.output)
+        if self.loss_file is not None and loss is not None:
+            with open(self.loss_file, "a") as f:
+                f.write(f"{loss:.6f}\n")
+        if self.log_interval and it_in_epoch % self.log_interval == 0:
+            total = engine.state.epoch_length or it_in_epoch
+            lr = _current_lr(engine)
+            self.logger.info(
+                f"Train Epoch: {engine.state.epoch - 1 + it_in_epoch / total:.2f} [{it_in_epoch}/{total}"
+                f" ({100.0 * it_in_epoch / total:.0f}%)] Loss: {loss if loss is not None else float('nan'):.4f}"
+                f" Error: {error:.4f}% Lr: {lr:.6f} FPS: {fps:.4f}"
+            )
+
+    def _epoch_completed(self, engine: Engine) -> None:
+        fps = self.fps or [engine.state.metrics.get("fps", float("nan"))]
+        fps_d = self.fps_with_data or [engine.state.metrics.get("fps_with_data", float("nan"))]
+        engine.state.metrics["fps_median"] = statistics.median(fps)
+        engine.state.metrics["fps_with_data_median"] = statistics.median(fps_d)
+        self.logger.info(
+            f"Epoch {engine.state.epoch}: median FPS {statistics.median(fps):.3f} samples/s (compute),"
+            f" {statistics.median(fps_d):.3f} samples/s (with data loading), peak FPS {max(fps):.3f}"
+        )
+
+
+def _batch_size(batch: Any) -> int:
+    if isinstance(batch, Mapping):
+        img = batch.get("image")
+        if isinstance(img, torch.Tensor):
+            return int(img.shape[0])
+    if isinstance(batch, (list, tuple)) and batch and isinstance(batch[0], torch.Tensor):
+        return int(batch[0].shape[0])
+    return 1
+
+
+def _loss_value(output: Any) -> float | None:
+    if isinstance(output, Mapping) and "loss" in output:
+        loss = output["loss"]
+        return float(loss.detach().float().item()) if isinstance(loss, torch.Tensor) else float(loss)
+    return None
+
+
+def _train_error(output: Any) -> float:
+    """Per-batch voxel error (%) of the raw training output, the seed's train "Error"."""
+    if not isinstance(output, Mapping) or "pred" not in output or "label" not in output:
+        return float("nan")
+    pred, label = output["pred"], output["label"]
+    if isinstance(pred, (list, tuple)) or isinstance(label, (list, tuple)):
+        return float("nan")
+    with torch.no_grad():
+        p = pred.argmax(1) if pred.shape[1] > 1 else (pred[:, 0] > 0).long()
+        y = label[:, 0].long() if label.shape[1] == 1 else label.argmax(1)
+        return float((p != y).float().mean().item() * 100.0)
+
+
+def _current_lr(engine: Engine) -> float:
+    opt = getattr(engine, "optimizer", None)
+    if opt is None or not opt.param_groups:
+        return math.nan
+    return float(opt.param_groups[0]["lr"])
+
+
+def _states(save_dict: Mapping[str, Any]) -> dict[str, Any]:
+    out = {}
+    for key, obj in save_dict.items():
+        if obj is None:
+            continue
+        out[key] = unwrap_state_dict(obj) if isinstance(obj, torch.nn.Module) else obj.state_dict()
+    return out
+
+
+class LatestCheckpoint:
+    """Write the full training state every ``interval`` epochs (rank 0 only), atomically.
+
+    MONAI's ``CheckpointSaver`` (through ignite's ``Checkpoint``) deletes the previous file before it
+    writes the next one under the same name, so a kill in between leaves no checkpoint at all; this
+    handler renames the new file over the old one instead.
+
+    Args:
+        save_dir: folder (the seed's ``--save``).
+        save_dict: name -> object with ``state_dict()`` (network, optimizer, lr_scheduler, trainer,
+            evaluator ...). Modules are saved without DDP's ``module.`` prefix.
+        filename: the seed's ``vnet_checkpoint.pth.tar``.
+        interval: epochs between saves.
+    """
+
+    def __init__(
+        self,
+        save_dir: str | Path,
+        save_dict: Mapping[str, Any],
+        filename: str = "vnet_checkpoint.pth.tar",
+        interval: int = 1,
+    ) -> None:
+        self.save_dir = Path(save_dir)
+        self.save_dict = dict(save_dict)
+        self.filename = filename
+        self.interval = max(1, int(interval))
+
+    @property
+    def path(self) -> Path:
+        return self.save_dir / self.filename
+
+    def attach(self, engine: Engine) -> None:
+        engine.add_event_handler(Events.EPOCH_COMPLETED(every=self.interval), self.save)
+        engine.add_event_handler(Events.COMPLETED, self.save)
+
+    def save(self, engine: Engine | None = None) -> None:
+        if not devices.is_main_process():
+            return
+        atomic_torch_save(_states(self.save_dict), self.path)
+        logger.info(f"saved checkpoint {self.path}")
+
+
+class BestCheckpoint:
+    """After each validation, save the weights if the key metric improved (rank 0 only), atomically.
+
+    Writes ``model.pt`` (the plain network state dict MONAI tools expect: ``ckpt_export``,
+    ``CheckpointLoader``) and the seed's full ``vnet_model_best.pth.tar``.
+
+    Args:
+        save_dir: folder for both files.
+        network: the trained network (DDP-wrapped or not).
+        save_dict: full state for the seed-style best checkpoint (``None``: weights only).
+        model_filename: plain state dict file name.
+        best_filename: full-state file name (``None`` to skip).
+    """
+
+    def __init__(
+        self,
+        save_dir: str | Path,
+        network: torch.nn.Module,
+        save_dict: Mapping[str, Any] | None = None,
+        model_filename: str = "model.pt",
+        best_filename: str | None = "vnet_model_best.pth.tar",
+    ) -> None:
+        self.save_dir = Path(save_dir)
+        self.network = network
+        self.save_dict = dict(save_dict) if save_dict else None
+        self.model_filename = model_filename
+        self.best_filename = best_filename
+
+    def attach(self, engine: Engine) -> None:
+        engine.add_event_handler(Events.EPOCH_COMPLETED, self._maybe_save)
+
+    def _maybe_save(self, engine: Engine) -> None:
+        if engine.state.best_metric_epoch != engine.state.epoch or not devices.is_main_process():
+            return
+        atomic_torch_save(unwrap_state_dict(self.network), self.save_dir / self.model_filename)
+        if self.best_filename and self.save_dict:
+            atomic_torch_save(_states(self.save_dict), self.save_dir / self.best_filename)
+        logger.info(
+            f"new best {engine.state.key_metric_name} = {engine.state.best_metric:.4f} at epoch"
+            f" {engine.state.epoch}: saved {self.save_dir / self.model_filename}"
+        )
