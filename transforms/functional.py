@@ -1,0 +1,253 @@
+"""Pure functions for lung CT preprocessing (numpy arrays, torch tensors and MetaTensors).
+
+The maths behind :mod:`transforms.array`: LUNA16 label mapping (incl. left/right from world
+position), HU clipping and normalisation with the reference's constants, and the reference's
+octant partition. Inputs keep their container: numpy in -> numpy out, MetaTensor in ->
+MetaTensor out with its meta (affine) intact.
+"""
+
+from __future__ import annotations
+
+import itertools
+import warnings
+from collections.abc import Sequence
+
+import numpy as np
+import torch
+from monai.config import NdarrayOrTensor
+from monai.data import MetaTensor
+from monai.data.utils import orientation_ras_lps, to_affine_nd
+from monai.utils import ImageMetaKey, MetaKeys, SpaceKeys, convert_to_dst_type
+
+from .errors import InputError
+
+__all__ = [
+    "HU_MIN",
+    "HU_MAX",
+    "LUNA16_HU_MEAN",
+    "LUNA16_HU_STD",
+    "LUNA16_LEFT_LUNG",
+    "LUNA16_RIGHT_LUNG",
+    "LUNA16_TRACHEA",
+    "LUNA16_LABELS",
+    "BACKGROUND",
+    "LUNG",
+    "RIGHT_LUNG",
+    "LEFT_LUNG",
+    "LABEL_MODES",
+    "DEFAULT_SPLIT",
+    "map_luna16_labels",
+    "normalize_hu",
+    "denormalize_hu",
+    "octant_slices",
+]
+
+# HU window of the reference loader (torchbiomed MIN_BOUND / MAX_BOUND), vnet.md §3.3.
+HU_MIN = -1000.0
+HU_MAX = 400.0
+# Mean / std of the clipped, resampled LUNA16 CTs used by the reference: x <- (HU - mean) / std.
+LUNA16_HU_MEAN = -642.794
+LUNA16_HU_STD = 459.512
+
+# The one place recording LUNA16 seg-lungs labels. Community convention only (peers.md §1.4): LUNA16 does not
+# document them, so left/right output is never derived from these numbers, only from world position.
+LUNA16_LEFT_LUNG = 3
+LUNA16_RIGHT_LUNG = 4
+LUNA16_TRACHEA = 5
+LUNA16_LABELS = (0, LUNA16_LEFT_LUNG, LUNA16_RIGHT_LUNG, LUNA16_TRACHEA)
+_LUNA16_LUNGS = (LUNA16_LEFT_LUNG, LUNA16_RIGHT_LUNG)
+
+# Output labels (lungmask's convention: 1 = right lung, 2 = left lung).
+BACKGROUND = 0
+LUNG = 1
+RIGHT_LUNG = 1
+LEFT_LUNG = 2
+_BINARY_LABELS = (BACKGROUND, LUNG)
+
+LABEL_MODES = ("binary", "lungs", "left_right")
+DEFAULT_SPLIT = (2, 2, 2)
+_RAS_X = 0  # row of the RAS affine holding world x (+x = patient's right)
+
+
+def _plain(img: NdarrayOrTensor) -> torch.Tensor:
+    """The data as a plain torch tensor (no MetaTensor bookkeeping), sharing memory where possible."""
+    return img.as_tensor() if isinstance(img, MetaTensor) else torch.as_tensor(img)
+
+
+def _source_name(img: NdarrayOrTensor, source: str | None) -> str:
+    if source:
+        return str(source)
+    if isinstance(img, MetaTensor):
+        return str(img.meta.get(ImageMetaKey.FILENAME_OR_OBJ, "<unnamed MetaTensor>"))
+    return f"<{type(img).__name__} without a file name>"
+
+
+def _ras_affine(mask: NdarrayOrTensor, affine: NdarrayOrTensor | None, spatial_ndim: int) -> np.ndarray | None:
+    """RAS affine from the argument (assumed RAS) or the MetaTensor (converted from LPS if its meta says so)."""
+    lps = False
+    if affine is None:
+        if not isinstance(mask, MetaTensor):
+            return None
+        affine, lps = mask.affine, mask.meta.get(MetaKeys.SPACE, SpaceKeys.RAS) == SpaceKeys.LPS
+    matrix = np.asarray(to_affine_nd(spatial_ndim, np.asarray(_plain(affine).cpu(), dtype=np.float64)), dtype=np.float64)
+    return orientation_ras_lps(matrix) if lps else matrix
+
+
+def _world_centroid_x(region: torch.Tensor, affine: np.ndarray) -> float:
+    """RAS world x (mm) of the centroid of a boolean (X, Y, Z) region, from per-axis marginals (no index list)."""
+    d = region.ndim
+    total = float(region.sum())
+    centroid = np.empty(d)
+    for axis in range(d):
+        marginal = region.sum(dim=tuple(a for a in range(d) if a != axis), dtype=torch.float64)
+        centroid[axis] = float((marginal * torch.arange(region.shape[axis], dtype=torch.float64, device=region.device)).sum()) / total
+    return float(affine[_RAS_X, :d] @ centroid + affine[_RAS_X, d])
+
+
+def _left_right(spatial: torch.Tensor, affine: np.ndarray, name: str) -> torch.Tensor:
+    """uint8 right (1) / left (2) lungs from LUNA16 lung labels, sides decided by world x of each centroid."""
+    out = torch.zeros(spatial.shape, dtype=torch.uint8, device=spatial.device)
+    present = [lab for lab in _LUNA16_LUNGS if bool((spatial == lab).any())]
+    xs = {lab: _world_centroid_x(spatial == lab, affine) for lab in present}
+    if len(present) == 2:
+        if xs[present[0]] == xs[present[1]]:
+            raise InputError(f"{name}: lung labels {present} have the same world x centroid; cannot tell left/right")
+        right = max(present, key=xs.__getitem__)  # RAS: +x points to the patient's right
+        sides = {right: RIGHT_LUNG, min(present, key=xs.__getitem__): LEFT_LUNG}
+    elif len(present) == 1:
+        d = spatial.ndim
+        centre = np.asarray(spatial.shape, dtype=np.float64) / 2.0 - 0.5
+        centre_x = float(affine[_RAS_X, :d] @ centre + affine[_RAS_X, d])
+        side = RIGHT_LUNG if xs[present[0]] > centre_x else LEFT_LUNG
+        warnings.warn(f"{name}: only lung label {present[0]} present; side taken from the field-of-view centre")
+        sides = {present[0]: side}
+    else:
+        sides = {}
+    for lab, side in sides.items():
+        out[spatial == lab] = side
+    return out
+
+
+def map_luna16_labels(
+    mask: NdarrayOrTensor, mode: str = "binary", affine: NdarrayOrTensor | None = None, source: str | None = None
+) -> NdarrayOrTensor:
+    """Map a LUNA16 ``seg-lungs`` mask {0, 3, 4, 5} to uint8 lung labels.
+
+    Modes:
+        - ``"binary"``: the reference's binary lung, every non-zero label is lung (trachea 5 included) -> {0, 1}.
+          Already-binary 0/1 masks (e.g. the seed's ``normalized_lung_mask`` files) are accepted and kept.
+        - ``"lungs"``: lungs without trachea, 3|4 -> 1, 5 -> 0.
+        - ``"left_right"``: right lung = 1, left lung = 2 (lungmask's convention), trachea -> 0. The side of each
+          lung label is decided from the world (RAS) x of its centroid: +x points to the patient's right, so the
+          label with the larger x is the right lung. Never from the label number. With only one lung label the
+          field-of-view centre is the reference (with a warning).
+
+    Args:
+        mask: (X, Y, Z) or channel-first (C, X, Y, Z) labels, any numeric dtype with integral values.
+        mode: one of :data:`LABEL_MODES`.
+        affine: (4, 4) RAS affine for ``"left_right"``; default: the MetaTensor's own (LPS meta converted).
+        source: name used in error messages; default: meta ``filename_or_obj``.
+
+    Returns:
+        uint8 labels of the same shape and container (MetaTensor keeps its meta and affine).
+
+    Raises:
+        InputError: unknown mode, values other than LUNA16's {0, 3, 4, 5} (or {0, 1} in binary mode) - the
+            message names the file and the values found - or ``"left_right"`` without an affine.
+    """
+    if mode not in LABEL_MODES:
+        raise InputError(f"mode '{mode}' is not supported; expected one of {LABEL_MODES}")
+    name = _source_name(mask, source)
+    data = _plain(mask)
+    values = torch.unique(data).tolist()
+    allowed = set(LUNA16_LABELS)
+    if mode == "binary" and set(values) <= set(_BINARY_LABELS):
+        allowed = set(_BINARY_LABELS)
+    unexpected = sorted(v for v in values if v not in allowed)
+    if unexpected:
+        expected = f"LUNA16 labels {LUNA16_LABELS}" + (f" or binary {_BINARY_LABELS}" if mode == "binary" else "")
+        raise InputError(f"{name}: unexpected label values {unexpected[:10]} in mask; expected {expected}")
+    if mode == "binary":
+        out = (data != BACKGROUND).to(torch.uint8)
+    elif mode == "lungs":
+        out = ((data == LUNA16_LEFT_LUNG) | (data == LUNA16_RIGHT_LUNG)).to(torch.uint8)
+    else:
+        spatial_ndim = min(data.ndim, 3)
+        ras = _ras_affine(mask, affine, spatial_ndim)
+        if ras is None:
+            raise InputError(f"{name}: mode 'left_right' needs an affine (pass affine= or a MetaTensor)")
+        flat = data.reshape((-1, *data.shape[data.ndim - spatial_ndim:]))
+        out = torch.stack([_left_right(channel, ras, name) for channel in flat]).reshape(data.shape)
+    return convert_to_dst_type(out, dst=mask, dtype=torch.uint8 if isinstance(mask, torch.Tensor) else np.uint8)[0]
+
+
+def _check_window(hu_min: float, hu_max: float, std: float) -> None:
+    if not hu_min < hu_max:
+        raise InputError(f"hu_min ({hu_min}) must be smaller than hu_max ({hu_max})")
+    if not std > 0:
+        raise InputError(f"std must be positive, got {std}")
+
+
+def normalize_hu(
+    img: NdarrayOrTensor,
+    hu_min: float = HU_MIN,
+    hu_max: float = HU_MAX,
+    mean: float = LUNA16_HU_MEAN,
+    std: float = LUNA16_HU_STD,
+) -> NdarrayOrTensor:
+    """The reference's intensity normalisation: (clip(HU, hu_min, hu_max) - mean) / std.
+
+    With the defaults, [-1000, 400] HU maps to [-0.7774, 2.2694] and -642.794 HU to 0.
+
+    Args:
+        img: CT in HU, any shape and numeric dtype.
+        hu_min, hu_max: clipping window in HU (hu_min < hu_max).
+        mean, std: normalisation constants in HU (std > 0).
+
+    Returns:
+        float32 array of the same shape and container (MetaTensor meta kept).
+    """
+    _check_window(hu_min, hu_max, std)
+    out = (_plain(img).to(torch.float32).clamp(hu_min, hu_max) - mean) / std
+    return convert_to_dst_type(out, dst=img, dtype=torch.float32 if isinstance(img, torch.Tensor) else np.float32)[0]
+
+
+def denormalize_hu(img: NdarrayOrTensor, mean: float = LUNA16_HU_MEAN, std: float = LUNA16_HU_STD) -> NdarrayOrTensor:
+    """Inverse of :func:`normalize_hu` for display: x * std + mean, in HU (clipped values stay clipped).
+
+    Args:
+        img: normalised intensities, any shape.
+        mean, std: the constants used by :func:`normalize_hu` (std > 0).
+
+    Returns:
+        float32 HU of the same shape and container.
+    """
+    if not std > 0:
+        raise InputError(f"std must be positive, got {std}")
+    out = _plain(img).to(torch.float32) * std + mean
+    return convert_to_dst_type(out, dst=img, dtype=torch.float32 if isinstance(img, torch.Tensor) else np.float32)[0]
+
+
+def octant_slices(spatial_shape: Sequence[int], split: Sequence[int] = DEFAULT_SPLIT) -> list[tuple[slice, ...]]:
+    """The reference's non-overlapping partition of a volume into prod(split) equal blocks.
+
+    Args:
+        spatial_shape: (X, Y, Z) voxels.
+        split: blocks per axis, same length; each size must divide by its split.
+
+    Returns:
+        One tuple of slices per block, in C order over the (x, y, z) splits: index = (ix * sy + iy) * sz + iz.
+
+    Raises:
+        InputError (a ValueError): a size does not divide by its split, or split is not positive per axis.
+    """
+    shape, parts = tuple(int(s) for s in spatial_shape), tuple(int(s) for s in split)
+    if len(parts) != len(shape) or any(p < 1 for p in parts):
+        raise InputError(f"split {parts} must give one positive count per axis of spatial shape {shape}")
+    if any(s % p for s, p in zip(shape, parts)):
+        raise InputError(f"spatial shape {shape} must be divisible by split {parts} for octants")
+    steps = [s // p for s, p in zip(shape, parts)]
+    return [
+        tuple(slice(i * step, (i + 1) * step) for i, step in zip(index, steps))
+        for index in itertools.product(*(range(p) for p in parts))
+    ]
