@@ -8,10 +8,32 @@ from __future__ import annotations
 
 import importlib
 
-__all__ = ["cli", "data", "device", "engines", "handlers", "luna16", "preprocess", "segment", "synthetic"]
+__all__ = [
+    "cli",
+    "data",
+    "device",
+    "engines",
+    "evaluation",
+    "excepthook",
+    "files",
+    "handlers",
+    "inputs",
+    "luna16",
+    "presets",
+    "preprocess",
+    "segment",
+    "synthetic",
+    "train_cli",
+]
 
 
 def __getattr__(name: str):
     if name in __all__:
         return importlib.import_module(f"{__name__}.{name}")
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+# expected errors inside `python -m monai.bundle ...` runs print as one line (see pipeline.excepthook)
+from pipeline import excepthook as _excepthook  # noqa: E402
+
+_excepthook.install()

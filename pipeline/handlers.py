@@ -282,7 +282,11 @@ class LatestCheckpoint:
 
     def attach(self, engine: Engine) -> None:
         engine.add_event_handler(Events.EPOCH_COMPLETED(every=self.interval), self.save)
-        engine.add_event_handler(Events.COMPLETED, self.save)
+        engine.add_event_handler(Events.COMPLETED, self._save_final)
+
+    def _save_final(self, engine: Engine) -> None:
+        if engine.state.epoch % self.interval:  # the last epoch was not saved by the interval
+            self.save(engine)
 
     def save(self, engine: Engine | None = None) -> None:
         if not devices.is_main_process():

@@ -31,7 +31,7 @@ from monai.transforms import Compose
 
 from pipeline import luna16
 from pipeline.presets import deterministic_transforms
-from transforms import write_image
+from transforms import read_image, write_image
 from transforms.errors import InputError
 
 __all__ = ["CaseResult", "OUTPUT_IMAGE_DIR", "OUTPUT_MASK_DIR", "check_pair", "preprocess_case", "preprocess_dataset"]
@@ -115,8 +115,9 @@ def preprocess_case(
         size = _header(image_path).GetSize()
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            xf = Compose(deterministic_transforms("image", "label", spacing=spacing, spatial_size=spatial_size))
-            data = xf({"image": image_path, "label": label_path})
+            # read_image raises one-line InputErrors (LoadImaged would wrap them in a multi-line RuntimeError)
+            xf = Compose(deterministic_transforms("image", "label", spacing=spacing, spatial_size=spatial_size, load=False))
+            data = xf({"image": read_image(image_path), "label": read_image(label_path)})
         image, label = data["image"], data["label"]
         if float(image.min()) >= NON_HU_MIN:
             notes.append(f"'{image_path}': no negative voxel (min {float(image.min()):.0f}): this does not look like a CT in"

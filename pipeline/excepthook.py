@@ -1,0 +1,70 @@
+"""One-line errors for expected failures inside ``python -m monai.bundle`` runs.
+
+MONAI's config machinery wraps every exception raised while evaluating an expression in
+``RuntimeError("Failed to evaluate ...")`` and ``fire`` lets it escape as a long traceback, so a
+missing dataset folder would bury its one useful sentence. Importing :mod:`pipeline` (every bundle
+config does) installs :func:`excepthook`: when the chain of an uncaught exception holds an expected
+error (:class:`transforms.errors.InputError`, :class:`pipeline.device.DeviceError`, or a state-dict
+mismatch) it prints ``error: <message>`` alone and the process exits with status 1; any other
+exception keeps Python's full traceback. ``VNET_LUNG_TRACEBACK=1`` shows tracebacks always.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import sys
+from types import TracebackType
+
+__all__ = ["expected_error_message", "excepthook", "install"]
+
+_previous_hook = sys.excepthook
+
+
+def _chain(exc: BaseException | None):
+    seen: set[int] = set()
+    while exc is not None and id(exc) not in seen:
+        seen.add(id(exc))
+        yield exc
+        exc = exc.__cause__ or exc.__context__
+
+
+def _state_dict_message(text: str) -> str | None:
+    if "Error(s) in loading state_dict" not in text:
+        return None
+    parts = []
+    for kind in ("Missing key(s)", "Unexpected key(s)", "size mismatch"):
+        if kind in text:
+            m = re.search(re.escape(kind) + r"[^:]*:\s*(.*)", text)
+            detail = (m.group(1) if m else "").strip()
+            parts.append(f"{kind.lower()}: {detail[:300]}{'...' if len(detail) > 300 else ''}")
+    return ("the checkpoint does not fit this network (another architecture or width?): " + "; ".join(parts)
+            + ". Check network_def (e.g. init_filters) against the run that saved it.")
+
+
+def expected_error_message(exc: BaseException) -> str | None:
+    """The one-line message for an expected error in ``exc``'s chain, else ``None``."""
+    from transforms.errors import InputError
+
+    for err in _chain(exc):
+        if isinstance(err, InputError) or type(err).__name__ == "DeviceError":
+            return " ".join(str(err).split("\n")).strip()
+        msg = _state_dict_message(str(err))
+        if msg:
+            return msg
+    return None
+
+
+def excepthook(exc_type: type[BaseException], exc: BaseException, tb: TracebackType | None) -> None:
+    """Print expected errors as one line; defer everything else to the previous hook."""
+    message = None if os.environ.get("VNET_LUNG_TRACEBACK") else expected_error_message(exc)
+    if message is None:
+        _previous_hook(exc_type, exc, tb)
+        return
+    print(f"error: {message}", file=sys.stderr, flush=True)
+
+
+def install() -> None:
+    """Install :func:`excepthook` once per process."""
+    if sys.excepthook is not excepthook:
+        sys.excepthook = excepthook
