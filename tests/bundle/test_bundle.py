@@ -1,0 +1,154 @@
+"""The bundle end to end on tiny synthetic data: parse, train, resume, evaluate, infer, export."""
+
+from __future__ import annotations
+
+import csv
+import json
+import re
+
+import numpy as np
+import pytest
+import SimpleITK as sitk
+import torch
+from monai.bundle import ConfigParser, ConfigWorkflow
+
+from tests.bundle.conftest import CONFIGS, REPO, TINY, configs, run_bundle
+
+pytestmark = pytest.mark.slow
+
+
+def _workflow(files, workflow_type, **override):
+    return ConfigWorkflow(config_file=[str(CONFIGS / f) for f in files], meta_file=str(CONFIGS / "metadata.json"),
+                          logging_file=str(CONFIGS / "logging.conf"), workflow_type=workflow_type, **override)
+
+
+@pytest.mark.parametrize(
+    "files, workflow_type",
+    [(["train.json"], "train"), (["train.json", "quick.json"], "train"), (["train.json", "evaluate.json"], "train"),
+     (["train.json", "multi_gpu_train.json"], "train"), (["inference.json"], "infer")],
+)
+def test_every_config_parses_with_the_required_ids(files, workflow_type):
+    parser = ConfigParser()
+    parser.read_config([str(CONFIGS / f) for f in files])
+    for key in ("bundle_root", "device", "dataset_dir", "network_def"):
+        assert key in parser, f"{files} lacks {key}"
+    if workflow_type == "train":
+        for key in ("training", "run", "train#trainer", "validate#evaluator", "initialize"):
+            assert key in parser
+        assert parser["training"] == parser["run"]
+    # property check as MONAI's model-zoo does it (no instantiation of datasets here)
+    wf = _workflow(files, workflow_type)
+    wf.parser.read_config([str(CONFIGS / f) for f in files])
+    missing = [p for p in ("bundle_root", "device", "dataset_dir") if p not in wf.parser]
+    assert not missing
+
+
+def test_train_and_inference_share_hyperparameters():
+    train = json.loads((CONFIGS / "train.json").read_text())
+    infer = json.loads((CONFIGS / "inference.json").read_text())
+    assert train["network_def"] == infer["network_def"]
+    for key in ("vox_spacing", "hu_window", "hu_mean", "hu_std"):
+        assert train[key] == infer[key], key
+    assert infer["roi_size"] == [s // k for s, k in zip(train["spatial_size"], train["octant_split"])]
+
+
+def test_reference_defaults_in_train_json():
+    t = json.loads((CONFIGS / "train.json").read_text())
+    assert (t["vox_spacing"], t["spatial_size"], t["octant_split"]) == (2.5, [160, 160, 128], [2, 2, 2])
+    assert (t["learning_rate"], t["weight_decay"], t["lr_milestones"], t["lr_decay"]) == (1e-3, 1e-8, [50, 100], 0.3)
+    assert (t["epochs"], t["batch_size"], t["loss_name"], t["network_def"]["act"]) == (200, 4, "ce", "prelu")
+    assert (t["hu_window"], t["hu_mean"], t["hu_std"]) == ([-1000.0, 400.0], -642.794, 459.512)
+
+
+def test_training_writes_checkpoints_and_logs(trained_bundle):
+    models = trained_bundle / "models"
+    for name in ("model.pt", "vnet_checkpoint.pth.tar", "vnet_model_best.pth.tar"):
+        assert (models / name).is_file(), name
+    state = torch.load(models / "model.pt", weights_only=True)
+    assert all(not k.startswith("module.") for k in state)  # a plain state dict
+    full = torch.load(models / "vnet_checkpoint.pth.tar", weights_only=True)
+    assert {"model", "optimizer", "lr_scheduler", "trainer", "evaluator"} <= set(full)
+    assert full["trainer"]["iteration"] == 2 * full["trainer"]["epoch_length"] and full["evaluator"]["best_metric_epoch"] >= 1
+    log = (trained_bundle / "train.log").read_text()
+    assert re.search(r"val_error: [0-9.]+ val_error_volume: [0-9.]+ val_mean_dice", log)
+    assert "median FPS" in log
+
+
+def test_resume_continues_the_epoch_count(trained_bundle, tiny_data, tmp_path):
+    import shutil
+
+    root = tmp_path / "bundle"
+    shutil.copytree(trained_bundle / "models", root / "models")
+    proc = run_bundle("run", "training", "--config_file", configs("train.json", "quick.json"), "--dataset_dir",
+                      str(tiny_data), "--bundle_root", str(root), "--epochs", "3", "--resume", "True", *TINY)
+    out = proc.stdout + proc.stderr
+    assert "resuming from iteration" in out and "epoch 2 until 3 epochs" in out
+    assert "Epoch[1] Complete" not in out and "Epoch[3] Complete" in out
+    full = torch.load(root / "models" / "vnet_checkpoint.pth.tar", weights_only=True)
+    assert full["trainer"]["iteration"] == 3 * full["trainer"]["epoch_length"]
+
+
+def test_evaluate_writes_per_case_csv_and_summary(trained_bundle, tiny_data):
+    proc = run_bundle("run", "training", "--config_file", configs("train.json", "quick.json", "evaluate.json"),
+                      "--dataset_dir", str(tiny_data), "--bundle_root", str(trained_bundle), *TINY)
+    assert "evaluation over" in proc.stdout
+    rows = list(csv.DictReader((trained_bundle / "eval" / "metrics_per_case.csv").open()))
+    assert rows and set(rows[0]) >= {"uid", "dice", "error_rate_pct", "hd95_mm", "asd_mm", "pred_volume_ml", "true_volume_ml"}
+    assert all(0.0 <= float(r["dice"]) <= 1.0 for r in rows)
+    summary = json.loads((trained_bundle / "eval" / "metrics_summary.json").read_text())
+    assert summary["cases"] == len(rows)
+
+
+def test_inference_writes_masks_in_each_inputs_geometry(trained_bundle, tiny_data):
+    out = trained_bundle / "eval" / "inference"
+    run_bundle("run", "--config_file", str(CONFIGS / "inference.json"), "--dataset_dir", str(tiny_data / "lung_ct_image"),
+               "--bundle_root", str(trained_bundle), "--output_dir", str(out), "--roi_size", "[16,16,16]", *TINY[:6])
+    inputs = sorted((tiny_data / "lung_ct_image").glob("*.mhd"))
+    assert inputs
+    for src in inputs:
+        dst = out / f"{src.stem}_lung.mhd"
+        a, b = sitk.ReadImage(str(src)), sitk.ReadImage(str(dst))
+        assert a.GetSize() == b.GetSize()
+        np.testing.assert_allclose(a.GetOrigin(), b.GetOrigin(), atol=1e-4)
+        np.testing.assert_allclose(a.GetSpacing(), b.GetSpacing(), atol=1e-6)
+        np.testing.assert_allclose(a.GetDirection(), b.GetDirection(), atol=1e-6)
+        assert set(np.unique(sitk.GetArrayFromImage(b))) <= {0, 1}
+
+
+def test_export_torchscript_matches_checkpoint(trained_bundle):
+    ts = trained_bundle / "models" / "model.ts"
+    run_bundle("ckpt_export", "network_def", "--filepath", str(ts), "--ckpt_file", str(trained_bundle / "models" / "model.pt"),
+               "--meta_file", str(CONFIGS / "metadata.json"), "--config_file", str(CONFIGS / "inference.json"),
+               "--bundle_root", str(trained_bundle), "--network_def#init_filters", "4")
+    from networks import VNet
+
+    net = VNet(init_filters=4)
+    net.load_state_dict(torch.load(trained_bundle / "models" / "model.pt", weights_only=True))
+    net.eval()
+    scripted = torch.jit.load(str(ts))
+    x = torch.randn(1, 1, 32, 32, 32)
+    with torch.no_grad():
+        torch.testing.assert_close(scripted(x), net(x), rtol=1e-5, atol=1e-5)
+    proc = run_bundle("verify_net_in_out", "network_def", "--meta_file", str(CONFIGS / "metadata.json"), "--config_file",
+                      str(CONFIGS / "inference.json"), "--bundle_root", str(trained_bundle), "--network_def#init_filters", "4",
+                      "--n", "2")
+    assert "verified with no error" in proc.stdout + proc.stderr
+
+
+def test_missing_dataset_dir_is_one_clear_line(tmp_path):
+    proc = run_bundle("run", "training", "--config_file", str(CONFIGS / "train.json"), "--dataset_dir",
+                      str(tmp_path / "nowhere"), "--bundle_root", str(tmp_path), check=False)
+    assert proc.returncode != 0
+    err_lines = [ln for ln in proc.stderr.splitlines() if ln.startswith("error:")]
+    assert len(err_lines) == 1 and "nowhere" in err_lines[0] and "python -m pipeline synth" in err_lines[0]
+    assert "Traceback" not in proc.stderr
+
+
+def test_checkpoint_from_another_architecture_names_the_keys(trained_bundle, tiny_data):
+    # the trained model has width 4; evaluating it as width 8 must say which keys do not fit
+    proc = run_bundle("run", "training", "--config_file", configs("train.json", "quick.json", "evaluate.json"),
+                      "--dataset_dir", str(tiny_data), "--bundle_root", str(trained_bundle), "--network_def#init_filters",
+                      "8", *[a for a in TINY if a not in ("--network_def#init_filters", "4")], check=False)
+    assert proc.returncode != 0
+    err = [ln for ln in proc.stderr.splitlines() if ln.startswith("error:")]
+    assert len(err) == 1 and "size mismatch" in err[0] and "Traceback" not in proc.stderr
