@@ -1,0 +1,56 @@
+#!/usr/bin/env bash
+# The main job on built-in data, end to end, on a CPU in a few minutes:
+# synthetic LUNA16 -> train (quick overlay) -> evaluate on held-out cases -> segment a CT -> export TorchScript.
+# Usage: bash scripts/quickstart.sh [OUT]   (default OUT=runs/quickstart; data goes to OUT/data)
+set -euo pipefail
+shopt -s nullglob
+cd "$(dirname "$0")/.."
+OUT="${1:-runs/quickstart}"
+DATA="$OUT/data"
+CASES="${QUICKSTART_CASES:-10}"
+EPOCHS_ARG=()
+[ -n "${QUICKSTART_EPOCHS:-}" ] && EPOCHS_ARG=(--epochs "$QUICKSTART_EPOCHS")
+TRAIN="['bundle/configs/train.json','bundle/configs/quick.json']"
+EVAL="['bundle/configs/train.json','bundle/configs/quick.json','bundle/configs/evaluate.json']"
+INFER="['bundle/configs/inference.json','bundle/configs/quick_inference.json']"
+export PYTHONWARNINGS="${PYTHONWARNINGS:-ignore}"
+start=$(date +%s)
+
+echo "== 1/5 synthetic LUNA16: $CASES cases -> $DATA"
+python -m pipeline synth "$DATA" --cases "$CASES" --seed 0
+
+echo "== 2/5 train (bundle/configs/quick.json overlay) -> $OUT/models"
+python -m monai.bundle run training --config_file "$TRAIN" --dataset_dir "$DATA" --bundle_root "$OUT" \
+    "${EPOCHS_ARG[@]}" > "$OUT/train.log" 2>&1 || { tail -n 30 "$OUT/train.log"; exit 1; }
+grep -E "val_mean_dice" "$OUT/train.log" | sed 's/^.* - INFO - /   /'
+
+echo "== 3/5 evaluate models/model.pt on the held-out cases -> $OUT/eval"
+python -m monai.bundle run training --config_file "$EVAL" --dataset_dir "$DATA" --bundle_root "$OUT" \
+    > "$OUT/evaluate.log" 2>&1 || { tail -n 30 "$OUT/evaluate.log"; exit 1; }
+
+echo "== 4/5 segment one CT in its own geometry -> $OUT/segmentation"
+CT=$(python -c "import sys, pipeline.luna16 as l; print(l.datalist(sys.argv[1], 'validation')[0]['image'])" "$DATA")
+python -m monai.bundle run --config_file "$INFER" --dataset_dir "$CT" --bundle_root "$OUT" \
+    --output_dir "$OUT/segmentation" > "$OUT/segment.log" 2>&1 || { tail -n 30 "$OUT/segment.log"; exit 1; }
+
+echo "== 5/5 export TorchScript -> $OUT/models/model.ts"
+python -m monai.bundle ckpt_export network_def --filepath "$OUT/models/model.ts" --ckpt_file "$OUT/models/model.pt" \
+    --meta_file bundle/configs/metadata.json --config_file "$INFER" --bundle_root "$OUT" \
+    > "$OUT/export.log" 2>&1 || { tail -n 30 "$OUT/export.log"; exit 1; }
+
+python - "$OUT" "$(( $(date +%s) - start ))" <<'PY'
+import json, sys
+out, secs = sys.argv[1], int(sys.argv[2])
+s = json.load(open(f"{out}/eval/metrics_summary.json"))
+print(f"""
+done in {secs // 60} min {secs % 60} s. Where everything went:
+  data            {out}/data                 (synthetic LUNA16: lung_ct_image/, seg-lungs-LUNA16/)
+  weights         {out}/models/model.pt      (best epoch; plain state dict)
+  checkpoints     {out}/models/vnet_checkpoint.pth.tar, vnet_model_best.pth.tar
+  TorchScript     {out}/models/model.ts
+  evaluation      {out}/eval/metrics_per_case.csv, metrics_summary.json
+  TensorBoard     {out}/eval/tensorboard
+  segmentation    {out}/segmentation/
+  logs            {out}/train.log, evaluate.log, segment.log, export.log
+held-out synthetic cases: {int(s['cases'])}, mean Dice {s['mean_dice']:.4f}, voxel error {s['mean_error_rate_pct']:.3f} %, HD95 {s['mean_hd95_mm']:.1f} mm""")
+PY
