@@ -114,6 +114,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if debug:
             raise
         msg = str(e) if isinstance(e, InputError) else f"{e.strerror or e}: '{e.filename}'"
+        msg = " ".join(line.strip() for line in msg.splitlines() if line.strip())
         print(f"error: {msg}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

@@ -17,6 +17,7 @@ failing case is reported with its uid and reason without stopping the others.
 from __future__ import annotations
 
 import logging
+import multiprocessing
 import os
 import time
 import warnings
@@ -30,6 +31,7 @@ import SimpleITK as sitk
 from monai.transforms import Compose
 
 from pipeline import luna16
+from pipeline.excepthook import expected_error_message
 from pipeline.presets import deterministic_transforms
 from transforms import read_image, write_image
 from transforms.errors import InputError
@@ -133,7 +135,9 @@ def preprocess_case(
     except InputError as e:
         return CaseResult(uid, "failed", str(e), tuple(notes))
     except Exception as e:  # noqa: BLE001 - one broken case must not stop the others; report it
-        return CaseResult(uid, "failed", f"{type(e).__name__}: {_first_line(e)}", tuple(notes))
+        # MONAI's Compose wraps our InputErrors in RuntimeError("applying transform ..."): report the cause
+        message = expected_error_message(e) or f"{type(e).__name__}: {_first_line(e)}"
+        return CaseResult(uid, "failed", message, tuple(notes))
     return CaseResult(uid, "done", "", tuple(notes))
 
 
@@ -185,7 +189,8 @@ def preprocess_dataset(
             results.append(preprocess_case(*a))
             bar.update(1)
     else:
-        with ProcessPoolExecutor(max_workers=workers) as pool:
+        # spawn, not fork: forking a process whose OpenMP/BLAS threads are running can deadlock the children
+        with ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn")) as pool:
             futures = [pool.submit(preprocess_case, *a) for a in args]
             for fut in as_completed(futures):
                 results.append(fut.result())
