@@ -95,10 +95,14 @@ def load_checkpoint(path: str | os.PathLike, map_location: Any = "cpu") -> Any:
     try:
         return torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as e:
+        text = str(e)
+        unsafe = [ln.strip() for ln in text.splitlines() if "GLOBAL" in ln or "global" in ln.split(":")[0]]
+        if not unsafe:
+            raise InputError(f"checkpoint '{path}' cannot be read safely: it is corrupt, truncated, or a pickle that is"
+                             " not a torch weights file") from e
         raise InputError(
-            f"checkpoint '{path}' was refused: it is not a plain weights file (loading it would run code from the"
-            f" pickle: {str(e).splitlines()[0]}). Only load checkpoints from sources you trust, and re-save them as"
-            " state dicts."
+            f"checkpoint '{path}' was refused: it is not a plain weights file and loading it could run code"
+            f" ({unsafe[0][:200]}). Only load checkpoints from sources you trust, and re-save them as state dicts."
         ) from e
     except (RuntimeError, EOFError, OSError, ValueError) as e:
-        raise InputError(f"checkpoint '{path}' cannot be read (truncated or not a torch file): {str(e).splitlines()[0]}") from e
+        raise InputError(f"checkpoint '{path}' cannot be read (truncated or not a torch file): {str(e).splitlines()[0][:200]}") from e

@@ -149,7 +149,7 @@ def output_path_like_input(source: str, output_dir: str, postfix: str = "_lung",
 
     name = os.path.basename(os.path.normpath(str(source)))
     low = name.lower()
-    ext = next((s for s in _KEEP_SUFFIXES if low.endswith(s)), "")
+    ext = next((name[len(name) - len(s):] for s in _KEEP_SUFFIXES if low.endswith(s)), "")
     stem = name[: len(name) - len(ext)] if ext else name
     return os.path.join(str(output_dir), f"{stem}{postfix}{ext or default_ext}")
 
