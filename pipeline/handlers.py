@@ -7,12 +7,14 @@
   and the same including data loading, plus the seed's per-iteration log line.
 * :class:`LatestCheckpoint` / :class:`BestCheckpoint`: the seed's ``vnet_checkpoint.pth.tar`` and
   ``vnet_model_best.pth.tar`` plus the bundle's ``models/model.pt``, written atomically.
+* :class:`SeedRunSummary`: the seed's per-run summary ``<CaseName>.log`` (FPS, loss, final error).
 """
 
 from __future__ import annotations
 
 import logging
 import math
+import os
 import statistics
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -26,11 +28,22 @@ from monai.handlers.utils import from_engine
 from monai.metrics import CumulativeIterationMetric
 
 from pipeline import device as devices
-from pipeline.files import atomic_torch_save, unwrap_state_dict
+from pipeline.files import atomic_torch_save, atomic_write_text, unwrap_state_dict
 
-__all__ = ["BestCheckpoint", "ErrorRate", "LatestCheckpoint", "Throughput", "VoxelErrorRate", "voxel_errors"]
+__all__ = [
+    "BestCheckpoint",
+    "ErrorRate",
+    "LatestCheckpoint",
+    "SeedRunSummary",
+    "Throughput",
+    "VoxelErrorRate",
+    "voxel_errors",
+]
 
 logger = logging.getLogger(__name__)
+
+#: environment variable holding the run's start (Unix seconds) for :class:`SeedRunSummary`
+RUN_START_ENV = "VNET_RUN_START"
 
 
 def voxel_errors(
@@ -208,12 +221,16 @@ def _batch_size(batch: Any) -> int:
         img = batch.get("image")
         if isinstance(img, torch.Tensor):
             return int(img.shape[0])
+    if isinstance(batch, (list, tuple)) and batch and isinstance(batch[0], Mapping):
+        return len(batch)  # MONAI engines decollate the batch into one dict per sample (decollate=True)
     if isinstance(batch, (list, tuple)) and batch and isinstance(batch[0], torch.Tensor):
         return int(batch[0].shape[0])
     return 1
 
 
 def _loss_value(output: Any) -> float | None:
+    if isinstance(output, (list, tuple)) and output and isinstance(output[0], Mapping):
+        output = output[0]  # decollated: every item carries the batch's loss
     if isinstance(output, Mapping) and "loss" in output:
         loss = output["loss"]
         return float(loss.detach().float().item()) if isinstance(loss, torch.Tensor) else float(loss)
@@ -222,6 +239,9 @@ def _loss_value(output: Any) -> float | None:
 
 def _train_error(output: Any) -> float:
     """Per-batch voxel error (%) of the raw training output, the seed's train "Error"."""
+    if isinstance(output, (list, tuple)) and output and all(isinstance(o, Mapping) and "pred" in o and "label" in o
+                                                            for o in output):
+        output = {k: torch.stack([torch.as_tensor(o[k]) for o in output]) for k in ("pred", "label")}  # re-collate
     if not isinstance(output, Mapping) or "pred" not in output or "label" not in output:
         return float("nan")
     pred, label = output["pred"], output["label"]
@@ -336,3 +356,159 @@ class BestCheckpoint:
             f"new best {engine.state.key_metric_name} = {engine.state.best_metric:.4f} at epoch"
             f" {engine.state.epoch}: saved {self.save_dir / self.model_filename}"
         )
+
+
+class SeedRunSummary:
+    """The seed's run summary ``<CaseName>.log`` (``key = value`` lines), written by rank 0 when training ends.
+
+    The Ascend port's ``test/train_*.sh`` scripts grep their training log for these values; here they come
+    from the engines directly. Lines, in the seed's order:
+
+    * ``Network`` (``VNet``), ``RankSize`` (processes), ``BatchSize`` (per process), ``DeviceType``
+      (``cpu``/``cuda``/``npu``), ``CaseName``;
+    * ``ActualFPS``: the **median** of the per-iteration FPS that :class:`Throughput` puts in
+      ``engine.state.metrics["fps"]`` (samples per second over all processes, data loading excluded, the
+      first ``warmup`` iterations of each epoch left out); ``PeakFPS``: the maximum, which is what the
+      seed reported as its FPS;
+    * ``TrainingTime``: milliseconds per training iteration at the median FPS;
+    * ``FinalValError``: the key metric (voxel error, %) of the last validation. The seed wrote this value
+      under the name ``TrainAccuracy``; it is neither a training value nor an accuracy, hence the name.
+      ``FinalValDice``: the mean Dice of that validation (``nan`` when validation never ran);
+    * ``ActualLoss``: the last training loss (rank 0's batch); ``E2ETrainingTime``: seconds from
+      ``start_time`` to the end of training.
+
+    Attach after :class:`Throughput` (it reads the FPS that handler computes in the same event).
+
+    Args:
+        path: the summary file, e.g. ``output/0/VNet_bs8_1p_acc.log``.
+        case_name: the seed's CaseName, e.g. ``VNet_bs8_1p_acc`` or ``VNet_bs4_8p_perf``.
+        batch_size: samples per process per iteration.
+        world_size: number of processes.
+        device: the training device (its type is logged).
+        validator: the evaluator whose last metrics give ``FinalValError`` / ``FinalValDice``.
+        warmup: iterations per epoch left out of the median FPS (all are kept if none would remain).
+        network_name: the ``Network`` value.
+        dice_metric: name of the Dice metric in the validator's metrics.
+        start_time: Unix time (s) the run started; default the launcher's ``$VNET_RUN_START`` (the
+            seed-style scripts export ``date +%s`` there, so the time includes start-up and data caching),
+            else this handler's creation (after the training data were cached).
+    """
+
+    def __init__(
+        self,
+        path: str | Path,
+        case_name: str,
+        batch_size: int,
+        world_size: int = 1,
+        device: torch.device | str = "cpu",
+        validator: Engine | None = None,
+        warmup: int = 2,
+        network_name: str = "VNet",
+        dice_metric: str = "val_mean_dice",
+        start_time: float | None = None,
+    ) -> None:
+        self.path = Path(path)
+        self.case_name = case_name
+        self.batch_size = int(batch_size)
+        self.world_size = max(1, int(world_size))
+        self.device_type = torch.device(device).type
+        self.validator = validator
+        self.warmup = max(0, int(warmup))
+        self.network_name = network_name
+        self.dice_metric = dice_metric
+        if start_time is None and os.environ.get(RUN_START_ENV, "").strip():
+            try:
+                start_time = float(os.environ[RUN_START_ENV])
+            except ValueError:
+                raise ValueError(f"{RUN_START_ENV}={os.environ[RUN_START_ENV]!r}: expected Unix seconds") from None
+        self.start_time = time.time() if start_time is None else float(start_time)
+        self.fps_all: list[float] = []
+        self.fps_steady: list[float] = []
+        self.last_loss = math.nan
+
+    def attach(self, engine: Engine) -> None:
+        engine.add_event_handler(Events.ITERATION_COMPLETED, self._iteration_completed)
+        engine.add_event_handler(Events.COMPLETED, self.write)
+
+    def _iteration_completed(self, engine: Engine) -> None:
+        loss = _loss_value(engine.state.output)
+        if loss is not None:
+            self.last_loss = loss
+        fps = engine.state.metrics.get("fps")
+        if fps is None:
+            return
+        self.fps_all.append(float(fps))
+        it_in_epoch = (engine.state.iteration - 1) % max(engine.state.epoch_length or 1, 1) + 1
+        if it_in_epoch > self.warmup:
+            self.fps_steady.append(float(fps))
+
+    def _validation(self) -> tuple[float, float]:
+        if self.validator is None:
+            return math.nan, math.nan
+        state = self.validator.state
+        metrics = getattr(state, "metrics", None) or {}
+        key = getattr(state, "key_metric_name", None)
+        error = metrics.get(key, math.nan) if key else math.nan
+        return float(error), float(metrics.get(self.dice_metric, math.nan))
+
+    def summary(self) -> dict[str, str]:
+        """The summary lines as an ordered ``{key: value}`` mapping (values already formatted)."""
+        fps_values = self.fps_steady or self.fps_all
+        fps = statistics.median(fps_values) if fps_values else math.nan
+        peak = max(self.fps_all) if self.fps_all else math.nan
+        ms_per_iteration = 1000.0 * self.batch_size * self.world_size / fps if fps > 0 else math.nan
+        error, dice = self._validation()
+        return {
+            "Network": self.network_name,
+            "RankSize": str(self.world_size),
+            "BatchSize": str(self.batch_size),
+            "DeviceType": self.device_type,
+            "CaseName": self.case_name,
+            "ActualFPS": f"{fps:.4f}",
+            "PeakFPS": f"{peak:.4f}",
+            "TrainingTime": f"{ms_per_iteration:.2f}",
+            "FinalValError": f"{error:.4f}",
+            "FinalValDice": f"{dice:.4f}",
+            "ActualLoss": f"{self.last_loss:.6f}",
+            "E2ETrainingTime": str(int(round(time.time() - self.start_time))),
+        }
+
+    def write(self, engine: Engine | None = None) -> None:
+        """Write the summary atomically (rank 0 only)."""
+        if not devices.is_main_process():
+            return
+        lines = "".join(f"{k} = {v}\n" for k, v in self.summary().items())
+        atomic_write_text(self.path, lines)
+        logger.info(f"run summary written to {self.path}:\n{lines.rstrip()}")
+
+
+def resume_path(resume: bool | str, checkpoint: str | Path) -> str | None:
+    """Which checkpoint to resume from: the bundle's ``resume`` option.
+
+    Args:
+        resume: ``False`` (start fresh), ``True`` (the checkpoint must exist) or ``"auto"`` (resume if it
+            exists: what a job restarted by ``torchrun --max-restarts`` or a scheduler wants).
+        checkpoint: the latest full checkpoint (``models/vnet_checkpoint.pth.tar``).
+
+    Raises:
+        InputError: ``resume=True`` and there is no checkpoint, or an unknown value.
+    """
+    from transforms.errors import InputError
+
+    if isinstance(resume, str):
+        value = resume.strip().lower()
+        if value in ("true", "1", "yes"):
+            resume = True
+        elif value in ("false", "0", "no", ""):
+            resume = False
+        elif value != "auto":
+            raise InputError(f"resume must be true, false or 'auto', got {resume!r}")
+    if resume is False or resume is None:
+        return None
+    exists = Path(checkpoint).is_file()
+    if resume == "auto":
+        return str(checkpoint) if exists else None
+    if not exists:
+        raise InputError(f"cannot resume: no checkpoint at '{checkpoint}' (train once without --resume, or point"
+                         " --resume_ckpt at a vnet_checkpoint.pth.tar)")
+    return str(checkpoint)

@@ -82,7 +82,7 @@ def test_resume_continues_the_epoch_count(trained_bundle, tiny_data, tmp_path):
     proc = run_bundle("run", "training", "--config_file", configs("train.json", "quick.json"), "--dataset_dir",
                       str(tiny_data), "--bundle_root", str(root), "--epochs", "3", "--resume", "True", *TINY)
     out = proc.stdout + proc.stderr
-    assert "resuming from iteration" in out and "epoch 2 until 3 epochs" in out
+    assert "Restored all variables from" in out
     assert "Epoch[1] Complete" not in out and "Epoch[3] Complete" in out
     full = torch.load(root / "models" / "vnet_checkpoint.pth.tar", weights_only=True)
     assert full["trainer"]["iteration"] == 3 * full["trainer"]["epoch_length"]
