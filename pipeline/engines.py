@@ -39,6 +39,7 @@ __all__ = [
     "prepare_network",
     "rng_state",
     "set_rng_state",
+    "sync_buffers",
 ]
 
 
@@ -81,6 +82,30 @@ def prepare_network(
             find_unused_parameters=find_unused_parameters,
         )
     return network
+
+
+def sync_buffers(network: torch.nn.Module, src: int = 0) -> int:
+    """Copy rank ``src``'s buffers (BatchNorm running statistics) to every rank; a no-op when not distributed.
+
+    With DDP's ``broadcast_buffers=False`` (the Ascend port's setting) each rank's running statistics
+    drift apart. Called when validation starts, it makes every rank evaluate the model rank 0 saves, so
+    a validation sharded across ranks reduces to the single-process metric of ``model.pt``.
+
+    Args:
+        network: the (DDP-wrapped or plain) network.
+        src: the rank whose buffers win.
+
+    Returns:
+        The number of buffers broadcast (0 when not distributed).
+    """
+    import torch.distributed as dist
+
+    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() < 2:
+        return 0
+    buffers = list(getattr(network, "module", network).buffers())
+    for buf in buffers:
+        dist.broadcast(buf, src=src)
+    return len(buffers)
 
 
 def rng_state() -> dict[str, Any]:

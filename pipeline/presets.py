@@ -83,7 +83,7 @@ def deterministic_transforms(
         xf.append(Orientationd(keys=keys, axcodes=orientation))
     # linear for CT, nearest for the mask (the reference spline-interpolates masks too: vnet.md B9)
     xf.append(Spacingd(keys=keys, pixdim=_as_triple(spacing), mode=["bilinear", "nearest"][: len(keys)],
-                       padding_mode=["border", "zeros"][: len(keys)]))
+                       padding_mode=["border", "zeros"][: len(keys)], dtype=np.float32))  # no float64 copy
     if label_key:
         xf.append(LungMaskd(keys=label_key, mode=label_mode))
     if spatial_size is not None:

@@ -54,7 +54,7 @@ from pipeline.qc import (LungStats, assign_sides, check_image, lung_stats, postp
 from transforms import metatensor_to_sitk
 from transforms.errors import InputError
 from transforms.functional import HU_MAX, HU_MIN, LUNA16_HU_MEAN, LUNA16_HU_STD, LUNG
-from transforms.io import _atomic_write  # SimpleITK image -> file, atomically (see _write_mask)
+from transforms.io import write_sitk  # SimpleITK image -> file, atomically (see _write_mask)
 
 __all__ = ["DEFAULT_CONFIG", "DEFAULT_MODEL", "LABEL_CHOICES", "STATS_CSV", "CaseResult", "LungSegmenter",
            "SegmentSettings", "Segmentation", "add_parser", "load_model", "load_settings", "output_paths",
@@ -383,7 +383,7 @@ def output_paths(source: str | Path, out_dir: str | Path) -> tuple[str, Path]:
 def _write_mask(mask: sitk.Image, path: str) -> None:
     """Write the SimpleITK mask atomically as it is (``transforms.io``'s writer): a ``write_image`` round trip
     through a MetaTensor would transpose two full-size copies for nothing."""
-    _atomic_write(mask, path)
+    write_sitk(mask, path)
 
 
 def segment_inputs(inputs: Sequence[str | Path], out_dir: str | Path, segmenter: LungSegmenter,

@@ -37,6 +37,7 @@ from .io import (
     read_image,
     sitk_to_metatensor,
     write_image,
+    write_sitk,
 )
 
 __all__ = [
@@ -48,6 +49,7 @@ __all__ = [
     "SimpleITKWriter",
     "read_image",
     "write_image",
+    "write_sitk",
     "metatensor_to_sitk",
     "sitk_to_metatensor",
     # constants

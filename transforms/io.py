@@ -43,7 +43,7 @@ from monai.utils import ImageMetaKey, MetaKeys, SpaceKeys, convert_data_type, en
 
 from .errors import InputError
 
-__all__ = ["SUPPORTED_SUFFIXES", "SimpleITKReader", "SimpleITKWriter", "read_image", "write_image",
+__all__ = ["SUPPORTED_SUFFIXES", "SimpleITKReader", "SimpleITKWriter", "read_image", "write_image", "write_sitk",
            "metatensor_to_sitk", "sitk_to_metatensor"]
 
 SUPPORTED_SUFFIXES = (".mhd", ".mha", ".nrrd", ".nii", ".nii.gz")
@@ -211,8 +211,15 @@ def _array_to_sitk(array: NdarrayOrTensor, is_vector: bool, affine: NdarrayOrTen
     return image
 
 
-def _atomic_write(image: sitk.Image, path: PathLike, compression: bool = True) -> None:
-    """Write under the final name(s) in a temporary folder beside ``path``, then rename into place."""
+def write_sitk(image: sitk.Image, path: PathLike, compression: bool = True) -> None:
+    """Write a SimpleITK image atomically: under the final name(s) in a temporary folder beside ``path``, then
+    rename into place (data file first, then the header for .mhd).
+
+    Args:
+        image: the image (its origin, spacing and direction are written as they are).
+        path: target file (.mhd, .mha, .nrrd, .nii, .nii.gz).
+        compression: compress the voxel data.
+    """
     target = Path(path)
     if _suffix(target) not in SUPPORTED_SUFFIXES:
         raise InputError(f"cannot write image '{target}': expected one of {SUPPORTED_SUFFIXES}")
@@ -365,7 +372,7 @@ class SimpleITKWriter(ImageWriter):
         image = self.create_backend_obj(self.data_obj, channel_dim=self.channel_dim, affine=self.affine,
                                         dtype=self.output_dtype, affine_lps_to_ras=self.affine_lps_to_ras,
                                         meta=self.meta)
-        _atomic_write(image, filename, kwargs.pop("compression", self.compression))
+        write_sitk(image, filename, kwargs.pop("compression", self.compression))
 
     @classmethod
     def create_backend_obj(cls, data_array: NdarrayOrTensor, channel_dim: int | None = 0,
@@ -444,4 +451,4 @@ def write_image(img: MetaTensor, path: PathLike, dtype: DtypeLike = None, compre
     Raises:
         InputError: unsupported suffix, bad shape, or SimpleITK cannot write the file.
     """
-    _atomic_write(metatensor_to_sitk(img, dtype), path, compression)
+    write_sitk(metatensor_to_sitk(img, dtype), path, compression)
