@@ -93,21 +93,23 @@ class SegmentSettings:
     hu_std: float = LUNA16_HU_STD
 
 
-def _parser(config: str | Path):
+def _parser(config: str | Path | Sequence[str | Path]):
+    """A MONAI ConfigParser over one config or several (later files override earlier ones, like bundle overlays)."""
     from monai.bundle import ConfigParser
 
-    path = Path(config)
-    if not path.is_file():
-        raise InputError(f"config '{path}' does not exist (expected a bundle config such as {DEFAULT_CONFIG.name})")
+    paths = [Path(c) for c in ([config] if isinstance(config, (str, Path)) else config)]
+    for path in paths:
+        if not path.is_file():
+            raise InputError(f"config '{path}' does not exist (expected a bundle config such as {DEFAULT_CONFIG.name})")
     parser = ConfigParser()
     try:
-        parser.read_config(str(path))
+        parser.read_config([str(p) for p in paths])
     except ValueError as e:
-        raise InputError(f"config '{path}' cannot be read: {str(e).splitlines()[0]}") from e
+        raise InputError(f"config {', '.join(map(str, paths))} cannot be read: {str(e).splitlines()[0]}") from e
     return parser
 
 
-def load_settings(config: str | Path = DEFAULT_CONFIG) -> SegmentSettings:
+def load_settings(config: str | Path | Sequence[str | Path] = DEFAULT_CONFIG) -> SegmentSettings:
     """:class:`SegmentSettings` from a bundle config; keys it lacks keep the defaults."""
     parser, values = _parser(config), {}
     for key in ("vox_spacing", "roi_size", "sw_batch_size", "sw_overlap", "hu_window", "hu_mean", "hu_std"):
@@ -133,7 +135,7 @@ def _state_dict(checkpoint: object, path: Path) -> dict:
     return {re.sub(r"^(module\.|_orig_mod\.)+", "", k): v for k, v in checkpoint.items()}
 
 
-def load_model(model: str | Path = DEFAULT_MODEL, config: str | Path = DEFAULT_CONFIG,
+def load_model(model: str | Path = DEFAULT_MODEL, config: str | Path | Sequence[str | Path] = DEFAULT_CONFIG,
                device: torch.device | str = "cpu") -> torch.nn.Module:
     """The network in eval mode: a TorchScript file (``ckpt_export``'s model.ts) or a state dict + ``network_def``.
 
@@ -241,7 +243,7 @@ class LungSegmenter:
         InputError: bad argument, missing or unreadable model/config, unusable device.
     """
 
-    def __init__(self, model: str | Path | torch.nn.Module = DEFAULT_MODEL, config: str | Path = DEFAULT_CONFIG,
+    def __init__(self, model: str | Path | torch.nn.Module = DEFAULT_MODEL, config: str | Path | Sequence[str | Path] = DEFAULT_CONFIG,
                  device: str = "auto", labels: str = "left-right", batch_size: int | None = None,
                  overlap: float | None = None, postprocess: bool = True, amp: bool = False) -> None:
         if labels not in LABEL_CHOICES:
@@ -440,8 +442,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--out", required=True, help="output folder (masks, <name>_qc.png, lung_stats.csv)")
     p.add_argument("--model", default=str(DEFAULT_MODEL), help="state dict .pt or TorchScript .ts"
                    " (default: bundle/models/model.pt)")
-    p.add_argument("--config", default=str(DEFAULT_CONFIG), help="bundle config with network_def and inference"
-                   " settings (default: bundle/configs/inference.json)")
+    p.add_argument("--config", nargs="+", default=[str(DEFAULT_CONFIG)], help="bundle config(s) with network_def and"
+                   " inference settings, later ones overriding earlier ones (default: bundle/configs/inference.json;"
+                   " e.g. bundle/configs/inference.json bundle/configs/quick_inference.json for the quickstart model)")
     p.add_argument("--device", default="auto", choices=DEVICE_CHOICES, help="where the network runs (default auto)")
     p.add_argument("--labels", choices=LABEL_CHOICES, default="left-right",
                    help="left-right: 1 right lung, 2 left lung (default); binary: 1 lung")

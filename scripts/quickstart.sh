@@ -28,10 +28,11 @@ echo "== 3/5 evaluate models/model.pt on the held-out cases -> $OUT/eval"
 python -m monai.bundle run training --config_file "$EVAL" --dataset_dir "$DATA" --bundle_root "$OUT" \
     > "$OUT/evaluate.log" 2>&1 || { tail -n 30 "$OUT/evaluate.log"; exit 1; }
 
-echo "== 4/5 segment one CT in its own geometry -> $OUT/segmentation"
+echo "== 4/5 segment a held-out CT in its own geometry (mask, QC picture, volumes) -> $OUT/segmentation"
 CT=$(python -c "import sys, pipeline.luna16 as l; print(l.datalist(sys.argv[1], 'validation')[0]['image'])" "$DATA")
-python -m monai.bundle run --config_file "$INFER" --dataset_dir "$CT" --bundle_root "$OUT" \
-    --output_dir "$OUT/segmentation" > "$OUT/segment.log" 2>&1 || { tail -n 30 "$OUT/segment.log"; exit 1; }
+python -m pipeline segment "$CT" --out "$OUT/segmentation" --model "$OUT/models/model.pt" \
+    --config bundle/configs/inference.json bundle/configs/quick_inference.json --no-progress \
+    > "$OUT/segment.log" 2>&1 || { tail -n 30 "$OUT/segment.log"; exit 1; }
 
 echo "== 5/5 export TorchScript -> $OUT/models/model.ts"
 python -m monai.bundle ckpt_export network_def --filepath "$OUT/models/model.ts" --ckpt_file "$OUT/models/model.pt" \
@@ -50,7 +51,7 @@ done in {secs // 60} min {secs % 60} s. Where everything went:
   TorchScript     {out}/models/model.ts
   evaluation      {out}/eval/metrics_per_case.csv, metrics_summary.json
   TensorBoard     {out}/eval/tensorboard
-  segmentation    {out}/segmentation/
+  segmentation    {out}/segmentation/      (mask in the CT's geometry, QC picture, lung_stats.csv)
   logs            {out}/train.log, evaluate.log, segment.log, export.log
 held-out synthetic cases: {int(s['cases'])}, mean Dice {s['mean_dice']:.4f}, voxel error {s['mean_error_rate_pct']:.3f} %, HD95 {s['mean_hd95_mm']:.1f} mm""")
 PY
