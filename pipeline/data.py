@@ -19,13 +19,43 @@ import numpy as np
 import torch
 from monai.data import CacheDataset, Dataset, PersistentDataset
 from monai.losses import DiceCELoss, DiceLoss
-from monai.transforms import Compose
+from monai.transforms import Compose, Transform
 
-__all__ = ["FlattenedDataset", "make_loss", "reference_class_weights", "volume_dataset"]
+from pipeline.excepthook import expected_error_message
+from transforms.errors import InputError
+
+__all__ = ["FlattenedDataset", "LOAD_ERROR_KEY", "SkipBadCase", "make_loss", "reference_class_weights", "volume_dataset"]
 
 logger = logging.getLogger(__name__)
 
 CACHE_CHOICES = ("memory", "disk", "none")
+#: key of the marker that :class:`SkipBadCase` returns instead of a case that failed to load
+LOAD_ERROR_KEY = "load_error"
+
+
+class SkipBadCase(Transform):
+    """Run a (deterministic) transform; if it fails for a case, return ``{"load_error": message, "uid": ...}``.
+
+    MONAI's datasets stop at the first case that raises; over 888 scans one broken file must not end a
+    200-epoch run. The marker is cached like any result, so the case is reported once and excluded by
+    :class:`FlattenedDataset`.
+    """
+
+    def __init__(self, transform: Callable) -> None:
+        self.transform = transform
+
+    def __call__(self, data: Any) -> Any:
+        try:
+            return self.transform(data)
+        except Exception as e:  # noqa: BLE001 - any failure of one case is reported and that case excluded
+            message = expected_error_message(e) or f"{type(e).__name__}: {_last_line(e)}"
+            uid = data.get("uid", data.get("image")) if isinstance(data, dict) else None
+            return {LOAD_ERROR_KEY: message, "uid": str(uid)}
+
+
+def _last_line(e: BaseException) -> str:
+    lines = [ln.strip() for ln in str(e).splitlines() if ln.strip()]
+    return lines[-1] if lines else ""
 
 
 def volume_dataset(
@@ -73,6 +103,8 @@ class FlattenedDataset(torch.utils.data.Dataset):
         sample_transform: applied to each sample on access, not cached (intensity normalisation,
             random augmentation).
         cache, cache_rate, cache_dir, num_workers: see :func:`volume_dataset`.
+        max_bad_cases: cases that may fail to load (each is reported once with its uid and excluded);
+            one more stops with a summary.
 
     The index is built once at construction by reading every volume through the cache (the cached
     dataset is built then as well), so ``len()`` is the number of samples, as in the reference.
@@ -87,10 +119,13 @@ class FlattenedDataset(torch.utils.data.Dataset):
         cache_rate: float = 1.0,
         cache_dir: str | Path | None = None,
         num_workers: int | None = 1,
+        max_bad_cases: int = 10,
     ) -> None:
         self.data = list(data)
         self.transform = transform
-        self.volumes = volume_dataset(self.data, transform, cache, cache_rate, cache_dir, num_workers)
+        safe = SkipBadCase(transform) if transform is not None else None
+        self.volumes = volume_dataset(self.data, safe, cache, cache_rate, cache_dir, num_workers)
+        self.bad_cases: list[tuple[str, str]] = []
         if sample_transform is not None and not callable(sample_transform):
             sample_transform = Compose(list(sample_transform))
         self.sample_transform = sample_transform
@@ -99,6 +134,11 @@ class FlattenedDataset(torch.utils.data.Dataset):
         self.voxels: list[int] = []
         for i in range(len(self.volumes)):
             samples = self._as_list(self.volumes[i])
+            if len(samples) == 1 and isinstance(samples[0], dict) and LOAD_ERROR_KEY in samples[0]:
+                uid, message = samples[0]["uid"], samples[0][LOAD_ERROR_KEY]
+                self.bad_cases.append((uid, message))
+                logger.error(f"case {uid} is excluded: {message}")
+                continue
             for j, s in enumerate(samples):
                 self.index.append((i, j))
                 label = s.get("label") if isinstance(s, dict) else None
@@ -106,7 +146,14 @@ class FlattenedDataset(torch.utils.data.Dataset):
                     lab = torch.as_tensor(label)
                     self.foreground.append(float((lab > 0).sum()))
                     self.voxels.append(int(lab.numel()))
-        logger.info(f"{len(self.index)} samples from {len(self.volumes)} volumes")
+        if len(self.bad_cases) > max_bad_cases or (self.bad_cases and not self.index):
+            listing = "; ".join(f"{u}: {m}" for u, m in self.bad_cases[:5])
+            raise InputError(
+                f"{len(self.bad_cases)} of {len(self.data)} cases could not be used (limit max_bad_cases ="
+                f" {max_bad_cases}); stopping. First: {listing}"
+            )
+        logger.info(f"{len(self.index)} samples from {len(self.volumes) - len(self.bad_cases)} volumes"
+                    + (f" ({len(self.bad_cases)} cases excluded)" if self.bad_cases else ""))
 
     @staticmethod
     def _as_list(item: Any) -> list:

@@ -23,7 +23,7 @@ from monai.transforms import (
     Spacingd,
 )
 
-from transforms import CropOrPadd, LungMaskd, NormalizeHUd, Octantsd, SimpleITKReader
+from transforms import CropOrPadd, EnsureFinited, LungMaskd, NormalizeHUd, Octantsd, SimpleITKReader
 from transforms.functional import HU_MAX, HU_MIN, LUNA16_HU_MEAN, LUNA16_HU_STD
 
 __all__ = [
@@ -79,6 +79,7 @@ def deterministic_transforms(
             LoadImaged(keys=keys, reader=SimpleITKReader(), image_only=True),
             EnsureChannelFirstd(keys=keys, channel_dim="no_channel"),
         ]
+    xf.append(EnsureFinited(keys=image_key))  # NaN/Inf would survive resampling and the int16 cast unnoticed
     if orientation:
         xf.append(Orientationd(keys=keys, axcodes=orientation))
     # linear for CT, nearest for the mask (the reference spline-interpolates masks too: vnet.md B9)

@@ -6,8 +6,8 @@ Flat re-export of the public names of :mod:`transforms.io`, :mod:`transforms.fun
 
 from __future__ import annotations
 
-from .array import FILL_MIN, CropOrPad, DenormalizeHU, LungMask, NormalizeHU, Octants
-from .dictionary import OCTANT_KEY, CropOrPadd, DenormalizeHUd, LungMaskd, NormalizeHUd, Octantsd
+from .array import FILL_MIN, CropOrPad, EnsureFinite, DenormalizeHU, LungMask, NormalizeHU, Octants
+from .dictionary import OCTANT_KEY, CropOrPadd, EnsureFinited, DenormalizeHUd, LungMaskd, NormalizeHUd, Octantsd
 from .errors import InputError
 from .functional import (
     BACKGROUND,
@@ -24,6 +24,7 @@ from .functional import (
     LUNA16_TRACHEA,
     LUNG,
     RIGHT_LUNG,
+    check_finite,
     denormalize_hu,
     map_luna16_labels,
     normalize_hu,
@@ -74,16 +75,19 @@ __all__ = [
     "normalize_hu",
     "denormalize_hu",
     "octant_slices",
+    "check_finite",
     # array
     "LungMask",
     "NormalizeHU",
     "DenormalizeHU",
     "CropOrPad",
+    "EnsureFinite",
     "Octants",
     # dictionary
     "LungMaskd",
     "NormalizeHUd",
     "DenormalizeHUd",
     "CropOrPadd",
+    "EnsureFinited",
     "Octantsd",
 ]

@@ -19,13 +19,14 @@ from .functional import (
     LABEL_MODES,
     LUNA16_HU_MEAN,
     LUNA16_HU_STD,
+    check_finite,
     denormalize_hu,
     map_luna16_labels,
     normalize_hu,
     octant_slices,
 )
 
-__all__ = ["FILL_MIN", "LungMask", "NormalizeHU", "DenormalizeHU", "CropOrPad", "Octants"]
+__all__ = ["FILL_MIN", "EnsureFinite", "LungMask", "NormalizeHU", "DenormalizeHU", "CropOrPad", "Octants"]
 
 FILL_MIN = "min"  # CropOrPad fill rule of the reference: the volume's own minimum
 _PROBE = np.zeros((1, 1, 1, 1), dtype=np.float32)  # tiny input to validate arguments at construction
@@ -125,3 +126,13 @@ class Octants(Transform):
         Raises: InputError (a ValueError) naming the shape when a size does not divide by its split.
         """
         return [SpatialCrop(roi_slices=slices)(img) for slices in octant_slices(img.shape[1:], self.split)]
+
+
+class EnsureFinite(Transform):
+    """Raise :class:`InputError` (naming the file) if the image holds NaN/Inf; otherwise pass it through.
+
+    Input and output: any shape, unchanged.
+    """
+
+    def __call__(self, img: NdarrayOrTensor) -> NdarrayOrTensor:
+        return check_finite(img)

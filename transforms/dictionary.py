@@ -24,11 +24,11 @@ from collections.abc import Hashable, Mapping, Sequence
 from monai.config import KeysCollection, NdarrayOrTensor
 from monai.transforms import InvertibleTransform, MapTransform
 
-from .array import FILL_MIN, CropOrPad, DenormalizeHU, LungMask, NormalizeHU, Octants
+from .array import FILL_MIN, CropOrPad, DenormalizeHU, EnsureFinite, LungMask, NormalizeHU, Octants
 from .errors import InputError
 from .functional import DEFAULT_SPLIT, HU_MAX, HU_MIN, LUNA16_HU_MEAN, LUNA16_HU_STD
 
-__all__ = ["OCTANT_KEY", "LungMaskd", "NormalizeHUd", "DenormalizeHUd", "CropOrPadd", "Octantsd"]
+__all__ = ["OCTANT_KEY", "EnsureFinited", "LungMaskd", "NormalizeHUd", "DenormalizeHUd", "CropOrPadd", "Octantsd"]
 
 OCTANT_KEY = "octant"  # int index 0..prod(split)-1 added to each dict by Octantsd
 
@@ -160,3 +160,17 @@ class Octantsd(MapTransform):
             item[OCTANT_KEY] = index
             out.append(item)
         return out
+
+
+class EnsureFinited(MapTransform):
+    """Dict wrapper of :class:`transforms.array.EnsureFinite`: fail early on NaN/Inf volumes."""
+
+    def __init__(self, keys: KeysCollection, allow_missing_keys: bool = False) -> None:
+        super().__init__(keys, allow_missing_keys)
+        self.check = EnsureFinite()
+
+    def __call__(self, data: Mapping) -> dict:
+        d = dict(data)
+        for key in self.key_iterator(d):
+            d[key] = self.check(d[key])
+        return d

@@ -22,6 +22,7 @@ from monai.utils import ImageMetaKey, MetaKeys, SpaceKeys, convert_to_dst_type
 from .errors import InputError
 
 __all__ = [
+    "check_finite",
     "HU_MIN",
     "HU_MAX",
     "LUNA16_HU_MEAN",
@@ -251,3 +252,23 @@ def octant_slices(spatial_shape: Sequence[int], split: Sequence[int] = DEFAULT_S
         tuple(slice(i * step, (i + 1) * step) for i, step in zip(index, steps))
         for index in itertools.product(*(range(p) for p in parts))
     ]
+
+
+def check_finite(img: NdarrayOrTensor, source: str | None = None) -> NdarrayOrTensor:
+    """Return ``img`` unchanged if every voxel is finite; otherwise raise naming the file.
+
+    Catches NaN/Inf volumes before an integer cast turns them into plausible-looking numbers.
+
+    Args:
+        img: any array/tensor (a MetaTensor's ``filename_or_obj`` names the file in the message).
+        source: file name to report when ``img`` carries none.
+
+    Raises:
+        InputError: the image holds NaN or infinite values.
+    """
+    t = _plain(img)
+    if t.is_floating_point() and not bool(torch.isfinite(t).all()):
+        bad = int((~torch.isfinite(t)).sum())
+        raise InputError(f"{_source_name(img, source)}: {bad} of {t.numel()} voxels are NaN or infinite; "
+                         "fix or exclude this volume")
+    return img

@@ -70,3 +70,27 @@ def test_weighted_ce_equals_the_reference_weighted_nll():
         assert torch.isfinite(make_loss(name, w)(logits, label))
     with pytest.raises(ValueError, match="loss must be one of"):
         make_loss("focal")
+
+
+def _failing_for(uid):
+    def xf(d):
+        if d["uid"] == uid:
+            raise ValueError(f"cannot read {uid}.mhd")
+        return Octantsd(keys=["image", "label"])(d)
+
+    return xf
+
+
+def test_a_case_that_fails_to_load_is_reported_once_and_excluded(caplog):
+    with caplog.at_level("ERROR", logger="pipeline.data"):
+        ds = FlattenedDataset(_volumes(), _failing_for("case1"), cache="memory")
+    assert len(ds) == 2 and [ds[k]["uid"] for k in range(2)] == ["case0", "case2"]
+    assert ds.bad_cases == [("case1", "ValueError: cannot read case1.mhd")]
+    assert sum("case1 is excluded" in r.message for r in caplog.records) == 1
+
+
+def test_too_many_bad_cases_stop_with_a_summary():
+    from transforms.errors import InputError
+
+    with pytest.raises(InputError, match=r"1 of 3 cases could not be used \(limit max_bad_cases = 0\).*case1"):
+        FlattenedDataset(_volumes(), _failing_for("case1"), cache="none", max_bad_cases=0)
