@@ -21,7 +21,7 @@ from monai.data import CacheDataset, Dataset, PersistentDataset
 from monai.losses import DiceCELoss, DiceLoss
 from monai.transforms import Compose, Transform
 
-from pipeline.excepthook import expected_error_message
+from pipeline.excepthook import cause_message
 from transforms.errors import InputError
 
 __all__ = ["FlattenedDataset", "LOAD_ERROR_KEY", "SkipBadCase", "make_loss", "reference_class_weights", "volume_dataset"]
@@ -48,7 +48,7 @@ class SkipBadCase(Transform):
         try:
             return self.transform(data)
         except Exception as e:  # noqa: BLE001 - any failure of one case is reported and that case excluded
-            message = expected_error_message(e) or f"{type(e).__name__}: {_last_line(e)}"
+            message = cause_message(e)
             uid = data.get("uid", data.get("image")) if isinstance(data, dict) else None
             return {LOAD_ERROR_KEY: message, "uid": str(uid)}
 

@@ -16,7 +16,7 @@ import re
 import sys
 from types import TracebackType
 
-__all__ = ["expected_error_message", "excepthook", "install"]
+__all__ = ["cause_message", "expected_error_message", "excepthook", "install"]
 
 _previous_hook = sys.excepthook
 
@@ -53,6 +53,26 @@ def expected_error_message(exc: BaseException) -> str | None:
         if msg:
             return msg
     return None
+
+
+_WRAPPED_INPUT_ERROR = re.compile(r"(?:InputError|DeviceError): (.+)")
+
+
+def cause_message(exc: BaseException) -> str:
+    """The most useful one-line description of ``exc`` for a report: the expected error in its chain, an
+    ``InputError`` quoted inside a wrapper's text (MONAI's ``LoadImage`` re-raises reader errors as text), else
+    the innermost exception's type and last line (``RuntimeError: applying transform ...`` says nothing)."""
+    msg = expected_error_message(exc)
+    if msg:
+        return msg
+    chain = list(_chain(exc))
+    for err in chain:
+        m = _WRAPPED_INPUT_ERROR.search(str(err))
+        if m:
+            return m.group(1).strip()
+    inner = chain[-1]
+    lines = [ln.strip() for ln in str(inner).splitlines() if ln.strip()]
+    return f"{type(inner).__name__}: {lines[-1] if lines else ''}".strip()
 
 
 def excepthook(exc_type: type[BaseException], exc: BaseException, tb: TracebackType | None) -> None:

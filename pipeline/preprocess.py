@@ -31,7 +31,7 @@ import SimpleITK as sitk
 from monai.transforms import Compose
 
 from pipeline import luna16
-from pipeline.excepthook import expected_error_message
+from pipeline.excepthook import cause_message
 from pipeline.presets import deterministic_transforms
 from transforms import read_image, write_image
 from transforms.errors import InputError
@@ -44,6 +44,8 @@ OUTPUT_IMAGE_DIR = "normalized_lung_ct"
 OUTPUT_MASK_DIR = "normalized_lung_mask"
 #: relative tolerance when comparing an image's and its mask's spacing / origin / direction
 GEOMETRY_RTOL = 1e-4
+#: voxel sizes outside (0, MAX_SPACING_MM] are not a CT's (a header error)
+MAX_SPACING_MM = 20.0
 #: an image whose values are all >= this is almost certainly not in Hounsfield units
 NON_HU_MIN = 0
 
@@ -85,6 +87,10 @@ def check_pair(image_path: str, label_path: str) -> None:
         raise InputError(f"'{image_path}': expected a 3-D CT, got a {img.GetDimension()}-D image")
     if lab.GetDimension() != 3:
         raise InputError(f"'{label_path}': expected a 3-D mask, got a {lab.GetDimension()}-D image")
+    spacing = img.GetSpacing()
+    if not all(0 < s <= MAX_SPACING_MM for s in spacing):
+        raise InputError(f"'{image_path}': voxel spacing {tuple(round(s, 4) for s in spacing)} mm is not a CT's "
+                         f"(expected each in (0, {MAX_SPACING_MM:g}] mm): check the header's ElementSpacing")
     if tuple(img.GetSize()) != tuple(lab.GetSize()):
         raise InputError(f"'{label_path}': mask size {lab.GetSize()} differs from its image's {img.GetSize()} ('{image_path}')")
     for name, a, b in (
@@ -136,7 +142,7 @@ def preprocess_case(
         return CaseResult(uid, "failed", str(e), tuple(notes))
     except Exception as e:  # noqa: BLE001 - one broken case must not stop the others; report it
         # MONAI's Compose wraps our InputErrors in RuntimeError("applying transform ..."): report the cause
-        message = expected_error_message(e) or f"{type(e).__name__}: {_first_line(e)}"
+        message = cause_message(e)
         return CaseResult(uid, "failed", message, tuple(notes))
     return CaseResult(uid, "done", "", tuple(notes))
 
