@@ -56,7 +56,7 @@ SEED_ARGUMENTS = {
     "--opt-level": "opt_level",
     "--loss-scale": "loss_scale",
     "--save": "ckpt_dir",
-    "--resume": "resume (+ resume_ckpt when a path is given)",
+    "--resume": "resume (true, or 'auto'; + resume_ckpt when a path is given)",
     "--dist_backend": "dist_backend",
     "--distributed": "adds multi_gpu_train.json; relaunches under torchrun",
     "--device_num": "torchrun --nproc_per_node",
@@ -64,6 +64,7 @@ SEED_ARGUMENTS = {
 }
 DEVICE_ALIASES = {"gpu": "cuda"}
 DEFAULT_OPT_LEVEL = "O2"
+RESUME_AUTO = "auto"  # resume when the checkpoint exists (restarts by torchrun --max-restarts or a scheduler)
 ADAM_BETA2 = 0.999
 #: mapped one-to-one: argument dest -> bundle id
 _DIRECT = {"seed": "seed", "workers": "num_workers", "lr": "learning_rate", "lr_decay": "lr_decay",
@@ -136,8 +137,8 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
       help="apex-style level: O0 fp32, O1 autocast, O2 autocast + fp32 norms + loss scale")
     a("--loss-scale", "--loss_scale", dest="loss_scale", action=_Once, help="static scale (e.g. 128) or 'dynamic'")
     a("--save", action=_Once, help="checkpoint folder (vnet_checkpoint.pth.tar, vnet_model_best.pth.tar, model.pt)")
-    a("--resume", action=_Once, nargs="?", const=True, default=None, metavar="PATH",
-      help="resume from <save>/vnet_checkpoint.pth.tar, or from PATH")
+    a("--resume", action=_Once, nargs="?", const=True, default=None, metavar="PATH|auto",
+      help="resume from <save>/vnet_checkpoint.pth.tar (which must exist), from PATH, or with 'auto' only if it exists")
     a("--config", action="append", default=None,
       help="extra bundle config overlay(s) applied after train.json (e.g. bundle/configs/quick.json)")
     a("--print-overrides", action="store_true", help="print the bundle command and exit")
@@ -284,8 +285,8 @@ def bundle_overrides(args: argparse.Namespace) -> dict[str, Any]:
     if args.save is not None:
         o["ckpt_dir"] = str(args.save)
     if args.resume is not None:
-        o["resume"] = True
-        if args.resume is not True:
+        o["resume"] = "auto" if args.resume == RESUME_AUTO else True
+        if args.resume not in (True, RESUME_AUTO):
             if not Path(args.resume).is_file():
                 raise InputError(f"--resume '{args.resume}' is not a file; expected a vnet_checkpoint.pth.tar")
             o["resume_ckpt"] = str(args.resume)
