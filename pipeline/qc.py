@@ -104,7 +104,7 @@ def check_image(image: sitk.Image, name: str) -> None:
     """Refuse what is not a CT volume in HU on a sane grid.
 
     Checks: 3-D with at least 2 voxels per axis, one component per voxel, spacing in (0, 20] mm, orthogonal
-    direction matrix, at least one negative value (HU: air is -1000).
+    direction matrix, finite values, at least one negative value (HU: air is -1000).
 
     Raises:
         InputError: the first failed check, in one line naming ``name``.
@@ -125,10 +125,19 @@ def check_image(image: sitk.Image, name: str) -> None:
                          " or scaled axes): fix the header or resample the image to an orthogonal grid")
     stats = sitk.MinimumMaximumImageFilter()
     stats.Execute(image)
+    if not (math.isfinite(stats.GetMinimum()) and math.isfinite(stats.GetMaximum())) or _has_nan(image):
+        raise InputError(f"'{name}': the image holds NaN or infinite values; fix or exclude this volume")
     if stats.GetMinimum() >= 0:
         raise InputError(f"'{name}': no negative voxel (min {stats.GetMinimum():g}, max {stats.GetMaximum():g}): not in"
                          " Hounsfield units (air is -1000 HU); convert first: HU = value x RescaleSlope +"
                          " RescaleIntercept (DICOM tags 0028,1053 and 0028,1052; the intercept is often -1024)")
+
+
+def _has_nan(image: sitk.Image) -> bool:
+    """NaN voxels (min/max filters skip them) in a floating-point image."""
+    if image.GetPixelID() not in (sitk.sitkFloat32, sitk.sitkFloat64):
+        return False
+    return bool(np.isnan(sitk.GetArrayViewFromImage(image)).any())
 
 
 def _components(mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
