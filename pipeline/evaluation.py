@@ -127,7 +127,23 @@ class CaseMetricsWriter:
             out[f"median_{col}"] = float(np.median(finite)) if finite.size else math.nan
         return out
 
+    def _gather_rows(self) -> None:
+        """Under DDP each rank evaluated a shard: collect every rank's rows (object collective over gloo)."""
+        if devices.get_world_size() <= 1 or not torch.distributed.is_initialized():
+            return
+        parts: list[list[dict[str, Any]]] = [[] for _ in range(devices.get_world_size())]
+        torch.distributed.all_gather_object(parts, self.rows)
+        seen: set[str] = set()
+        rows = []
+        for part in parts:
+            for row in part:
+                if row["uid"] not in seen:  # a case evaluated by several ranks (padding of the sampler) counts once
+                    seen.add(row["uid"])
+                    rows.append(row)
+        self.rows = sorted(rows, key=lambda r: r["uid"])
+
     def _write(self, engine: Engine) -> None:
+        self._gather_rows()
         if not devices.is_main_process():
             return
         buf = io.StringIO()

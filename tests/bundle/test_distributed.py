@@ -273,11 +273,16 @@ def test_two_agents_on_loopback_form_a_two_node_world_and_evaluate_alike(ddp_run
              f"--rdzv_endpoint=127.0.0.1:{port}", "--rdzv_id=vnet-loopback", "--local_addr=127.0.0.1",
              "-m", "monai.bundle", *_bundle_args(files, tiny_data, root)]
     logs = [root / f"agent{i}.log" for i in range(2)]
+    per_case = root / "eval" / "metrics_per_case.csv"
+    per_case.unlink(missing_ok=True)
     agents = [subprocess.Popen(agent, cwd=REPO, env=_env(), stdout=log.open("w"), stderr=subprocess.STDOUT) for log in logs]
     codes = [a.wait(timeout=RUN_TIMEOUT_S) for a in agents]
     assert codes == [0, 0], "\n".join(log.read_text()[-3000:] for log in logs)
     r0, r1 = _ranks(root / "eval2")
     assert {r0["group_rank"], r1["group_rank"]} == {0, 1} and r0["world"] == r1["world"] == 2
+    # the per-case CSV gathers every rank's shard: all 3 validation cases, once each
+    uids = [line.split(",")[0] for line in per_case.read_text().splitlines()[1:]]
+    assert len(uids) == len(set(uids)) == 3
     assert r0["ddp"] == "DistributedDataParallel" and len(r0["val_seen"]["1"]) + len(r1["val_seen"]["1"]) == 3
     one = single_eval["val_metrics"][-1]
     for rec in (r0, r1):
