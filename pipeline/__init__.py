@@ -9,6 +9,7 @@ from __future__ import annotations
 import importlib
 
 __all__ = [
+    "checkpoints",
     "cli",
     "data",
     "device",

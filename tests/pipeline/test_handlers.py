@@ -9,7 +9,8 @@ import torch
 from ignite.engine import Engine, Events
 
 from pipeline.files import load_checkpoint
-from pipeline.handlers import BestCheckpoint, LatestCheckpoint, Throughput, VoxelErrorRate, voxel_errors
+from pipeline.checkpoints import BestCheckpoint, LatestCheckpoint
+from pipeline.handlers import Throughput, VoxelErrorRate, voxel_errors
 
 
 def onehot(lbl: torch.Tensor) -> torch.Tensor:

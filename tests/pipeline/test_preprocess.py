@@ -12,7 +12,6 @@ import SimpleITK as sitk
 
 from pipeline.preprocess import OUTPUT_IMAGE_DIR, OUTPUT_MASK_DIR, preprocess_dataset
 from pipeline.synthetic import generate_case, write_case
-from transforms.errors import InputError
 
 REPO = Path(__file__).resolve().parents[2]
 SIZE = (32, 32, 32)  # (X, Y, Z)

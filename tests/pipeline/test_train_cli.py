@@ -16,7 +16,7 @@ from types import SimpleNamespace
 
 import pytest
 import torch
-from ignite.engine import Engine, Events
+from ignite.engine import Engine
 
 from pipeline import train_cli
 from pipeline.cli import build_parser
