@@ -17,7 +17,7 @@ from ignite.engine import Engine, Events
 from pipeline import device as devices
 from pipeline.files import atomic_torch_save, unwrap_state_dict
 
-__all__ = ["BestCheckpoint", "LatestCheckpoint", "resume_path"]
+__all__ = ["BestCheckpoint", "LatestCheckpoint", "check_run_settings", "resume_path"]
 
 logger = logging.getLogger(__name__)
 
@@ -150,3 +150,40 @@ def resume_path(resume: bool | str, checkpoint: str | Path) -> str | None:
         raise InputError(f"cannot resume: no checkpoint at '{checkpoint}' (train once without --resume, or point"
                          " --resume_ckpt at a vnet_checkpoint.pth.tar)")
     return str(checkpoint)
+
+
+def check_run_settings(ckpt_dir: str | Path, **settings: Any) -> None:
+    """Fail fast, in one line, on settings that would otherwise fail deep inside ignite or after an epoch.
+
+    Args:
+        ckpt_dir: the checkpoint folder; created if needed and must be writable.
+        **settings: name -> value of the numeric hyperparameters, e.g. ``epochs=200, batch_size=4,
+            learning_rate=1e-3``. Counts (``epochs``, ``batch_size``, ``val_interval``, ``num_workers``) must be
+            integers (>= 0 for workers, >= 1 otherwise), rates (``learning_rate``, ``weight_decay``, ``lr_decay``)
+            non-negative numbers.
+
+    Raises:
+        InputError: naming the setting (as a bundle override ``--name``) and the value received.
+    """
+    import os
+    import tempfile
+
+    from transforms.errors import InputError
+
+    for name, value in settings.items():
+        counts = ("epochs", "batch_size", "val_interval", "num_workers", "cache_workers", "max_bad_cases")
+        if name in counts:
+            if isinstance(value, bool) or not isinstance(value, int) or value < (0 if name in counts[3:] else 1):
+                raise InputError(f"--{name} must be a whole number {'>= 0' if name in counts[3:] else '>= 1'}, "
+                                 f"got {value!r} ({type(value).__name__})")
+        elif isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0 or value != value:
+            raise InputError(f"--{name} must be a non-negative number, got {value!r} ({type(value).__name__})")
+    folder = Path(ckpt_dir)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        fd, probe = tempfile.mkstemp(prefix=".write-test-", dir=folder)
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as e:
+        raise InputError(f"checkpoint folder '{folder}' is not writable ({e.strerror or e}); pass --bundle_root or "
+                         "--ckpt_dir to a folder you can write") from e

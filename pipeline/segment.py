@@ -87,7 +87,7 @@ class SegmentSettings:
     vox_spacing: float | tuple[float, ...] = 2.5
     roi_size: tuple[int, ...] = (80, 80, 64)
     sw_batch_size: int = 4
-    sw_overlap: float = 0.25
+    sw_overlap: float = 0.0
     hu_window: tuple[float, float] = (HU_MIN, HU_MAX)
     hu_mean: float = LUNA16_HU_MEAN
     hu_std: float = LUNA16_HU_STD

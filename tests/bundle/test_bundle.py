@@ -152,3 +152,39 @@ def test_checkpoint_from_another_architecture_names_the_keys(trained_bundle, tin
     assert proc.returncode != 0
     err = [ln for ln in proc.stderr.splitlines() if ln.startswith("error:")]
     assert len(err) == 1 and "size mismatch" in err[0] and "Traceback" not in proc.stderr
+
+
+@pytest.mark.parametrize(
+    "override, words",
+    [(["--epochs", "abc"], "--epochs must be a whole number"), (["--learning_rate", "fast"], "--learning_rate must be"),
+     (["--batch_size", "0"], "--batch_size must be a whole number >= 1")],
+)
+def test_override_with_a_wrong_type_is_one_clear_line(tiny_data, tmp_path, override, words):
+    proc = run_bundle("run", "training", "--config_file", str(CONFIGS / "train.json"), "--dataset_dir", str(tiny_data),
+                      "--bundle_root", str(tmp_path), *override, check=False)
+    err = [ln for ln in proc.stderr.splitlines() if ln.startswith("error:")]
+    assert proc.returncode != 0 and len(err) == 1 and words in err[0] and "Traceback" not in proc.stderr
+
+
+def test_unwritable_output_folder_fails_before_training(tiny_data, tmp_path):
+    blocker = tmp_path / "file"
+    blocker.write_text("not a folder")
+    proc = run_bundle("run", "training", "--config_file", str(CONFIGS / "train.json"), "--dataset_dir", str(tiny_data),
+                      "--bundle_root", str(blocker / "bundle"), check=False)
+    err = [ln for ln in proc.stderr.splitlines() if ln.startswith("error:")]
+    assert proc.returncode != 0 and len(err) == 1 and "is not writable" in err[0] and "Traceback" not in proc.stderr
+    assert "Epoch[1]" not in proc.stdout + proc.stderr
+
+
+def test_onnx_export_path(trained_bundle):
+    pytest.importorskip("onnx")
+    out = trained_bundle / "models" / "model.onnx"
+    run_bundle("onnx_export", "network_def", "--filepath", str(out), "--ckpt_file", str(trained_bundle / "models" / "model.pt"),
+               "--meta_file", str(CONFIGS / "metadata.json"), "--config_file", str(CONFIGS / "inference.json"),
+               "--bundle_root", str(trained_bundle), "--network_def#init_filters", "4", "--input_shape", "[1, 1, 32, 32, 32]",
+               "--use_trace", "True")
+    import onnx
+
+    model = onnx.load(str(out))
+    onnx.checker.check_model(model)
+    assert len(model.graph.input) == 1 and len(model.graph.output) == 1

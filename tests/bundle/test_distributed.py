@@ -59,6 +59,7 @@ class RankProbe:
     """
 
     def __init__(self, out_dir: str, fail_rank: int = -1, fail_iteration: int = 1) -> None:
+        import pipeline.checkpoints as checkpoints
         import pipeline.handlers as handlers
 
         self.out_dir = Path(out_dir)
@@ -68,8 +69,9 @@ class RankProbe:
         self.val_seen: dict[int, list[str]] = {}
         self.val_metrics: list[dict[str, float]] = []
         self.writes: list[str] = []
-        for name in ("atomic_torch_save", "atomic_write_text"):  # every checkpoint / summary write goes through these
-            setattr(handlers, name, self._recording(getattr(handlers, name), path_arg=1 if "torch" in name else 0))
+        # every checkpoint / summary write goes through these
+        for module, name in ((checkpoints, "atomic_torch_save"), (handlers, "atomic_write_text")):
+            setattr(module, name, self._recording(getattr(module, name), path_arg=1 if "torch" in name else 0))
 
     def _recording(self, original, path_arg: int):
         def write(*args, **kwargs):

@@ -348,7 +348,7 @@ def test_state_dict_torchscript_and_bf16_agree(tiny_files):
 
 def test_settings_from_configs(tiny_files):
     default = load_settings()
-    assert default.roi_size == (80, 80, 64) and default.sw_overlap == 0.25 and default.vox_spacing == 2.5
+    assert default.roi_size == (80, 80, 64) and default.sw_overlap == 0.0 and default.vox_spacing == 2.5
     assert default.hu_window == (HU_MIN, HU_MAX)
     assert load_settings(tiny_files[2]).roi_size == (32, 32, 32)
 
