@@ -16,6 +16,7 @@ __all__ = [
     "engines",
     "evaluation",
     "excepthook",
+    "export",
     "files",
     "handlers",
     "inputs",

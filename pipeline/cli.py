@@ -5,6 +5,7 @@ Commands:
     preprocess  the seed's ``normalize_dataset ROOT VOX_SPACING Z_MAX Y_MAX X_MAX``
     train       the seed's training command line, mapped onto the bundle (one training path)
     segment     segment CTs into lungs in their own geometry
+    export      MONAI's ckpt_export / onnx_export, written atomically
 
 Expected errors (bad files or arguments) print one line, ``error: ...``, and exit with status 2;
 ``--debug`` shows the traceback instead.
@@ -87,9 +88,10 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     _add_synth(sub)
     _add_preprocess(sub)
-    from pipeline import train_cli
+    from pipeline import export, train_cli
 
     train_cli.add_parser(sub)
+    export.add_parser(sub)
     try:
         from pipeline import segment
     except ImportError:  # pragma: no cover - the segmentation tool is optional at import time

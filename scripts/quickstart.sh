@@ -35,7 +35,7 @@ python -m pipeline segment "$CT" --out "$OUT/segmentation" --model "$OUT/models/
     > "$OUT/segment.log" 2>&1 || { tail -n 30 "$OUT/segment.log"; exit 1; }
 
 echo "== 5/5 export TorchScript -> $OUT/models/model.ts"
-python -m monai.bundle ckpt_export network_def --filepath "$OUT/models/model.ts" --ckpt_file "$OUT/models/model.pt" \
+python -m pipeline export ckpt_export network_def --filepath "$OUT/models/model.ts" --ckpt_file "$OUT/models/model.pt" \
     --meta_file bundle/configs/metadata.json --config_file "$INFER" --bundle_root "$OUT" \
     > "$OUT/export.log" 2>&1 || { tail -n 30 "$OUT/export.log"; exit 1; }
 

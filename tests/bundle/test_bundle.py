@@ -188,3 +188,23 @@ def test_onnx_export_path(trained_bundle):
     model = onnx.load(str(out))
     onnx.checker.check_model(model)
     assert len(model.graph.input) == 1 and len(model.graph.output) == 1
+
+
+def test_atomic_export_replaces_only_on_success(trained_bundle):
+    import subprocess
+    import sys
+
+    ts = trained_bundle / "models" / "atomic.ts"
+    args = ["ckpt_export", "network_def", "--filepath", str(ts), "--ckpt_file", str(trained_bundle / "models" / "model.pt"),
+            "--meta_file", str(CONFIGS / "metadata.json"), "--config_file", str(CONFIGS / "inference.json"),
+            "--bundle_root", str(trained_bundle), "--network_def#init_filters", "4"]
+    run = lambda a: subprocess.run([sys.executable, "-m", "pipeline", "export", *a], cwd=REPO, capture_output=True,
+                                   text=True, timeout=300)
+    ok = run(args)
+    assert ok.returncode == 0, ok.stderr[-2000:]
+    before = ts.read_bytes()
+    assert torch.jit.load(str(ts)) is not None
+    bad = run([a if a != str(trained_bundle / "models" / "model.pt") else str(trained_bundle / "missing.pt") for a in args])
+    assert bad.returncode == 2 and bad.stderr.strip().splitlines()[-1].startswith("error: ckpt_export failed")
+    assert ts.read_bytes() == before  # the failed export left the previous file untouched
+    assert not [p for p in ts.parent.iterdir() if p.name.startswith(".atomic.ts")]

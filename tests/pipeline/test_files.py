@@ -60,3 +60,52 @@ def test_unwritable_folder_is_an_input_error(tmp_path):
     blocker.write_text("x")
     with pytest.raises(InputError, match="cannot write"):
         atomic_write_text(blocker / "out.txt", "y")
+
+
+_WRITERS = {
+    "checkpoint": (
+        "import sys, torch\nfrom pipeline.files import atomic_torch_save\ni = 0\n"
+        "while True:\n    atomic_torch_save({'i': torch.full((1_000_000,), float(i))}, sys.argv[1]); i += 1\n"
+    ),
+    "mask": (
+        "import sys, numpy as np, SimpleITK as sitk\nfrom transforms.io import write_sitk\ni = 0\n"
+        "while True:\n    write_sitk(sitk.GetImageFromArray(np.full((64, 128, 128), i % 200, np.uint8)), sys.argv[1]); i += 1\n"
+    ),
+}
+
+
+def _check(kind: str, path):
+    if kind == "checkpoint":
+        t = load_checkpoint(path)["i"]
+        assert t.numel() == 1_000_000 and bool((t == t[0]).all())
+    else:
+        import SimpleITK as sitk
+
+        a = sitk.GetArrayFromImage(sitk.ReadImage(str(path)))
+        assert a.shape == (64, 128, 128) and (a == a.flat[0]).all()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("kind, name", [("checkpoint", "vnet_checkpoint.pth.tar"), ("mask", "case_lung.mhd")])
+def test_a_writer_killed_at_any_moment_leaves_a_complete_file(tmp_path, kind, name):
+    """SIGKILL a process that rewrites a file in a loop, at several moments: what is left always loads whole."""
+    import signal
+    import subprocess
+    import sys
+    import time
+    from pathlib import Path
+
+    repo = Path(__file__).resolve().parents[2]
+    path = tmp_path / name
+    for delay in (0.0, 0.03, 0.07, 0.13, 0.21):
+        proc = subprocess.Popen([sys.executable, "-c", _WRITERS[kind], str(path)], cwd=repo)
+        deadline = time.time() + 60
+        while not path.exists() and time.time() < deadline:
+            time.sleep(0.01)
+        time.sleep(delay)
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+        _check(kind, path)
+    # a kill can strand a hidden temporary beside the file, never a partial file under the final name
+    visible = sorted(p.name for p in tmp_path.iterdir() if not p.name.startswith("."))
+    assert visible == ([name] if kind == "checkpoint" else ["case_lung.mhd", "case_lung.zraw"])
