@@ -320,3 +320,19 @@ def install() -> None:
     stub.npu = torch.npu  # type: ignore[attr-defined]
     sys.modules["torch_npu"] = stub
     _installed = True
+
+
+def parse_results(text: str, prefix: str) -> list:
+    """Every JSON object printed after ``prefix`` in ``text``.
+
+    Ranks under torchrun share one stdout, and ``print`` writes the text and its newline separately, so two
+    ranks' lines can end up on one line; decoding from each prefix keeps them apart.
+    """
+    import json
+
+    decoder, out, i = json.JSONDecoder(), [], text.find(prefix)
+    while i != -1:
+        obj, end = decoder.raw_decode(text, i + len(prefix))
+        out.append(obj)
+        i = text.find(prefix, end)
+    return out

@@ -12,7 +12,7 @@ import SimpleITK as sitk
 import torch
 from monai.bundle import ConfigParser, ConfigWorkflow
 
-from tests.bundle.conftest import CONFIGS, TINY, configs, run_bundle
+from tests.bundle.conftest import CONFIGS, REPO, TINY, configs, run_bundle
 
 pytestmark = pytest.mark.slow
 

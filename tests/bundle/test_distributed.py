@@ -326,7 +326,9 @@ def _fake_npu_child(tmp_path: Path, body: str, nproc: int = 0) -> list[dict]:
     if nproc:
         cmd[1:1] = ["-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}"]
     proc = _run(cmd)
-    return [json.loads(line[7:]) for line in proc.stdout.splitlines() if line.startswith("RESULT ")]
+    from tests.fake_npu import parse_results
+
+    return parse_results(proc.stdout, "RESULT ")
 
 
 def test_bundle_training_path_runs_on_the_fake_npu_with_npu_autocast(tiny_data, tmp_path):

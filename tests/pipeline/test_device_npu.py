@@ -9,7 +9,6 @@ fp32), HCCL itself, CANN. Those are for ``@pytest.mark.npu`` tests on hardware.
 
 from __future__ import annotations
 
-import json
 import os
 import subprocess
 import sys
@@ -57,8 +56,9 @@ def _run(tmp_path: Path, body: str, *, env: dict[str, str] | None = None, torchr
         command, cwd=tmp_path, env=child_env, capture_output=True, text=True, timeout=CHILD_TIMEOUT_S
     )
     assert proc.returncode == 0, f"child failed ({proc.returncode}):\n{proc.stdout[-3000:]}\n{proc.stderr[-6000:]}"
-    lines = proc.stdout.splitlines()
-    results = [json.loads(line[len(RESULT_PREFIX) :]) for line in lines if line.startswith(RESULT_PREFIX)]
+    from tests.fake_npu import parse_results
+
+    results = parse_results(proc.stdout, RESULT_PREFIX)
     assert results, f"no {RESULT_PREFIX!r} line in:\n{proc.stdout[-3000:]}"
     return results
 
