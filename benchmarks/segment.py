@@ -78,7 +78,6 @@ def write_ct(path: Path, shape: tuple[int, int, int]) -> None:
 def write_model(folder: Path, tiny: bool) -> tuple[Path, Path]:
     """A random-weight V-Net state dict and the config that builds it (the bundle's, or a narrow one)."""
     import torch
-
     from monai.bundle import ConfigParser
 
     config = REPO / "bundle" / "configs" / "inference.json"

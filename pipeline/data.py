@@ -53,10 +53,6 @@ class SkipBadCase(Transform):
             return {LOAD_ERROR_KEY: message, "uid": str(uid)}
 
 
-def _last_line(e: BaseException) -> str:
-    lines = [ln.strip() for ln in str(e).splitlines() if ln.strip()]
-    return lines[-1] if lines else ""
-
 
 def volume_dataset(
     data: Sequence[dict],

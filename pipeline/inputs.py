@@ -12,11 +12,12 @@ from pathlib import Path
 import SimpleITK as sitk
 
 from transforms.errors import InputError
+from transforms.io import SUPPORTED_SUFFIXES
 
 __all__ = ["IMAGE_SUFFIXES", "find_ct_inputs", "inference_datalist", "is_dicom_series"]
 
 #: single-file formats read by :class:`transforms.SimpleITKReader`
-IMAGE_SUFFIXES = (".nii.gz", ".nii", ".mhd", ".mha", ".nrrd")
+IMAGE_SUFFIXES = SUPPORTED_SUFFIXES
 #: folders of masks in a LUNA16 root, skipped when a whole dataset folder is given
 MASK_FOLDERS = {"seg-lungs-LUNA16", "normalized_lung_mask"}
 

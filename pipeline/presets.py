@@ -25,6 +25,7 @@ from monai.transforms import (
 
 from transforms import CropOrPadd, EnsureFinited, LungMaskd, NormalizeHUd, Octantsd, SimpleITKReader
 from transforms.functional import HU_MAX, HU_MIN, LUNA16_HU_MEAN, LUNA16_HU_STD
+from transforms.io import SUPPORTED_SUFFIXES
 
 __all__ = [
     "LikeInputLayout",
@@ -136,12 +137,10 @@ def image_transforms(
     return Compose(xf)
 
 
-#: image file suffixes that keep their format on output; anything else (a DICOM folder) gets NIfTI
-_KEEP_SUFFIXES = (".nii.gz", ".nii", ".mhd", ".mha", ".nrrd")
 
 
 def output_path_like_input(source: str, output_dir: str, postfix: str = "_lung", default_ext: str = ".nii.gz") -> str:
-    """``output_dir/<input name><postfix><input's extension>``; a DICOM series folder gives NIfTI.
+    """``output_dir/<input name><postfix><input's extension>``; a DICOM series folder (or any other input) gives NIfTI.
 
     Examples:
         ``/data/ct/case1.mhd`` -> ``out/case1_lung.mhd``; ``/dicom/series42/`` -> ``out/series42_lung.nii.gz``.
@@ -150,7 +149,7 @@ def output_path_like_input(source: str, output_dir: str, postfix: str = "_lung",
 
     name = os.path.basename(os.path.normpath(str(source)))
     low = name.lower()
-    ext = next((name[len(name) - len(s):] for s in _KEEP_SUFFIXES if low.endswith(s)), "")
+    ext = next((name[len(name) - len(s):] for s in SUPPORTED_SUFFIXES if low.endswith(s)), "")
     stem = name[: len(name) - len(ext)] if ext else name
     return os.path.join(str(output_dir), f"{stem}{postfix}{ext or default_ext}")
 

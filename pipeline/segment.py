@@ -49,8 +49,17 @@ from pipeline.device import DEVICE_CHOICES, DeviceError, autocast, setup_device
 from pipeline.files import load_checkpoint
 from pipeline.inputs import IMAGE_SUFFIXES, find_ct_inputs
 from pipeline.presets import image_transforms, output_path_like_input
-from pipeline.qc import (LungStats, assign_sides, check_image, lung_stats, postprocess_sides, read_ct, stats_row,
-                         update_stats_csv, write_qc_png)
+from pipeline.qc import (
+    LungStats,
+    assign_sides,
+    check_image,
+    lung_stats,
+    postprocess_sides,
+    read_ct,
+    stats_row,
+    update_stats_csv,
+    write_qc_png,
+)
 from transforms import metatensor_to_sitk
 from transforms.errors import InputError
 from transforms.functional import HU_MAX, HU_MIN, LUNA16_HU_MEAN, LUNA16_HU_STD, LUNG

@@ -6,8 +6,8 @@ Flat re-export of the public names of :mod:`transforms.io`, :mod:`transforms.fun
 
 from __future__ import annotations
 
-from .array import FILL_MIN, CropOrPad, EnsureFinite, DenormalizeHU, LungMask, NormalizeHU, Octants
-from .dictionary import OCTANT_KEY, CropOrPadd, EnsureFinited, DenormalizeHUd, LungMaskd, NormalizeHUd, Octantsd
+from .array import FILL_MIN, CropOrPad, DenormalizeHU, EnsureFinite, LungMask, NormalizeHU, Octants
+from .dictionary import OCTANT_KEY, CropOrPadd, DenormalizeHUd, EnsureFinited, LungMaskd, NormalizeHUd, Octantsd
 from .errors import InputError
 from .functional import (
     BACKGROUND,

@@ -8,8 +8,8 @@ import pytest
 import torch
 from ignite.engine import Engine, Events
 
-from pipeline.files import load_checkpoint
 from pipeline.checkpoints import BestCheckpoint, LatestCheckpoint
+from pipeline.files import load_checkpoint
 from pipeline.handlers import Throughput, VoxelErrorRate, voxel_errors
 
 
