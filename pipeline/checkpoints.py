@@ -15,6 +15,7 @@ import torch
 from ignite.engine import Engine, Events
 
 from pipeline import device as devices
+from pipeline.engines import RNG_PER_RANK_KEY, SupervisedTrainer, rng_state
 from pipeline.files import atomic_torch_save, unwrap_state_dict
 
 __all__ = ["BestCheckpoint", "LatestCheckpoint", "check_run_settings", "resume_path"]
@@ -22,12 +23,23 @@ __all__ = ["BestCheckpoint", "LatestCheckpoint", "check_run_settings", "resume_p
 logger = logging.getLogger(__name__)
 
 
-def _states(save_dict: Mapping[str, Any]) -> dict[str, Any]:
+def _rng_of_every_rank() -> list[dict[str, Any]] | None:
+    """Each rank's host RNG states, gathered on every rank (a collective); ``None`` with one process.
+
+    Without this a resumed multi-process run would give every rank the RNG of rank 0, whose checkpoint
+    it is: dropout and random augmentations would then repeat across ranks.
+    """
+    return devices.all_gather_object(rng_state())
+
+
+def _states(save_dict: Mapping[str, Any], rng_per_rank: list[dict[str, Any]] | None = None) -> dict[str, Any]:
     out = {}
     for key, obj in save_dict.items():
         if obj is None:
             continue
         out[key] = unwrap_state_dict(obj) if isinstance(obj, torch.nn.Module) else obj.state_dict()
+        if rng_per_rank is not None and isinstance(obj, SupervisedTrainer):
+            out[key][RNG_PER_RANK_KEY] = rng_per_rank
     return out
 
 
@@ -71,9 +83,10 @@ class LatestCheckpoint:
             self.save(engine)
 
     def save(self, engine: Engine | None = None) -> None:
+        rng_per_rank = _rng_of_every_rank()  # every rank takes part
         if not devices.is_main_process():
             return
-        atomic_torch_save(_states(self.save_dict), self.path)
+        atomic_torch_save(_states(self.save_dict, rng_per_rank), self.path)
         logger.info(f"saved checkpoint {self.path}")
 
 
@@ -109,11 +122,14 @@ class BestCheckpoint:
         engine.add_event_handler(Events.EPOCH_COMPLETED, self._maybe_save)
 
     def _maybe_save(self, engine: Engine) -> None:
-        if engine.state.best_metric_epoch != engine.state.epoch or not devices.is_main_process():
+        if engine.state.best_metric_epoch != engine.state.epoch:  # the same on every rank (gathered metric)
+            return
+        rng_per_rank = _rng_of_every_rank() if self.best_filename and self.save_dict else None
+        if not devices.is_main_process():
             return
         atomic_torch_save(unwrap_state_dict(self.network), self.save_dir / self.model_filename)
         if self.best_filename and self.save_dict:
-            atomic_torch_save(_states(self.save_dict), self.save_dir / self.best_filename)
+            atomic_torch_save(_states(self.save_dict, rng_per_rank), self.save_dir / self.best_filename)
         logger.info(
             f"new best {engine.state.key_metric_name} = {engine.state.best_metric:.4f} at epoch"
             f" {engine.state.epoch}: saved {self.save_dir / self.model_filename}"

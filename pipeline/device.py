@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import importlib
 import importlib.util
+import logging
 import os
 import random
 import warnings
@@ -52,6 +53,7 @@ __all__ = [
     "amp_dtype",
     "amp_settings",
     "autocast",
+    "all_gather_object",
     "cleanup_distributed",
     "describe",
     "detect_device_type",
@@ -69,6 +71,8 @@ __all__ = [
     "setup_device",
     "synchronize",
 ]
+
+logger = logging.getLogger(__name__)
 
 DEVICE_CHOICES = ("auto", "cpu", "cuda", "npu")
 OPT_LEVELS = ("O0", "O1", "O2")
@@ -334,16 +338,58 @@ def init_distributed(
         return False
     if not dist.is_available():
         raise DeviceError(f"WORLD_SIZE={os.environ['WORLD_SIZE']} but this torch has no torch.distributed")
-    dist.init_process_group(
-        backend=dist_backend(device, backend), init_method="env://", timeout=timedelta(seconds=timeout_s)
-    )
+    timeout = timedelta(seconds=timeout_s)
+    store = _restart_store(timeout)
+    if store is None:
+        dist.init_process_group(backend=dist_backend(device, backend), init_method="env://", timeout=timeout)
+    else:
+        dist.init_process_group(backend=dist_backend(device, backend), store=store, rank=_env_int("RANK", 0),
+                                world_size=_env_int("WORLD_SIZE", 1), timeout=timeout)
     return True
 
 
+def _restart_store(timeout: timedelta) -> dist.Store | None:
+    """A store for a worker that torchrun restarted on one node, isolated from the failed attempt's keys.
+
+    Since torch 2.5 torchrun's workers share the rendezvous TCPStore of the agent
+    (``TORCHELASTIC_USE_AGENT_STORE=True``), whose keys outlive a restart: the restarted workers read the
+    dead attempt's gloo/NCCL addresses and fail to connect (pytorch/pytorch#135712, #167288; seen here
+    with gloo under ``--max-restarts``). ``env://`` does not separate attempts, so with a single agent (one
+    node, where ``TORCHELASTIC_RESTART_COUNT`` is the same on every worker) the group is built on a
+    ``PrefixStore`` named after the attempt. With several nodes the counters can differ between agents;
+    there torchrun must run with ``TORCH_DISABLE_SHARE_RDZV_TCP_STORE=1`` (a fresh store per attempt; see the
+    README, "Interrupted runs and failures").
+
+    Returns:
+        ``None`` where ``env://`` is safe (first attempt, no shared agent store, or several nodes).
+    """
+    attempt = _env_int("TORCHELASTIC_RESTART_COUNT", 0)
+    if attempt <= 0 or os.environ.get("TORCHELASTIC_USE_AGENT_STORE") != "True" or _env_int("GROUP_WORLD_SIZE", 1) != 1:
+        return None
+    client = dist.TCPStore(os.environ["MASTER_ADDR"], _env_int("MASTER_PORT", 0), _env_int("WORLD_SIZE", 1),
+                           is_master=False, timeout=timeout)
+    logger.info("torchrun restart %d: process group keys under pipeline/attempt_%d/", attempt, attempt)
+    return dist.PrefixStore(f"pipeline/attempt_{attempt}", client)  # keys: pipeline/attempt_N/<key>
+
+
 def cleanup_distributed() -> None:
-    """Destroy the default process group if there is one."""
+    """Wait for every rank (rank 0 may still be writing), then destroy the default process group."""
     if dist.is_available() and dist.is_initialized():
+        if dist.get_world_size() > 1:
+            dist.barrier()
         dist.destroy_process_group()
+
+
+def all_gather_object(obj: Any) -> list[Any] | None:
+    """Every rank's ``obj``, in rank order, on every rank; ``None`` when not distributed.
+
+    A collective: every rank must call it.
+    """
+    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() < 2:
+        return None
+    gathered: list[Any] = [None] * dist.get_world_size()
+    dist.all_gather_object(gathered, obj)
+    return gathered
 
 
 def get_rank() -> int:

@@ -17,6 +17,7 @@ step (naming the iteration and the case ids in the batch), and both engines put 
 
 from __future__ import annotations
 
+import logging
 import random
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -33,6 +34,7 @@ from pipeline import device as devices
 
 __all__ = [
     "NonFiniteLossError",
+    "RNG_PER_RANK_KEY",
     "SupervisedEvaluator",
     "SupervisedTrainer",
     "batch_case_ids",
@@ -41,6 +43,11 @@ __all__ = [
     "set_rng_state",
     "sync_buffers",
 ]
+
+logger = logging.getLogger(__name__)
+
+#: key of the trainer state that holds every rank's RNG states in a multi-process checkpoint
+RNG_PER_RANK_KEY = "rng_per_rank"
 
 
 class NonFiniteLossError(RuntimeError):
@@ -187,7 +194,11 @@ class SupervisedTrainer(_MonaiSupervisedTrainer):
 
     # -- checkpointable extras --------------------------------------------------------------------
     def state_dict(self) -> Any:
-        """Ignite's engine state plus the GradScaler and the host RNG states."""
+        """Ignite's engine state plus the GradScaler and this process's host RNG states.
+
+        Multi-process checkpoints (:class:`pipeline.checkpoints.LatestCheckpoint`) add every rank's RNG states
+        under ``RNG_PER_RANK_KEY``; :meth:`load_state_dict` gives each rank its own back.
+        """
         state = super().state_dict()
         state["scaler"] = self.scaler.state_dict() if self.scaler is not None else {}
         state["rng"] = rng_state()
@@ -197,9 +208,15 @@ class SupervisedTrainer(_MonaiSupervisedTrainer):
         state_dict = dict(state_dict)
         scaler_state = state_dict.pop("scaler", None)
         rng = state_dict.pop("rng", None)
+        per_rank = state_dict.pop(RNG_PER_RANK_KEY, None)  # written by multi-process runs
         super().load_state_dict(state_dict)
         if scaler_state and self.scaler is not None:
             self.scaler.load_state_dict(scaler_state)
+        if per_rank and len(per_rank) == devices.get_world_size():
+            rng = per_rank[devices.get_rank()]
+        elif per_rank:
+            logger.warning(f"the checkpoint holds the RNG states of {len(per_rank)} processes, this run has "
+                           f"{devices.get_world_size()}: every process restores rank 0's")
         if rng:
             set_rng_state(rng)
 
@@ -294,6 +311,17 @@ class SupervisedEvaluator(_MonaiSupervisedEvaluator):
         self.amp_kwargs = {"dtype": self.amp_dtype} if amp else {}
         # the best metric and its epoch survive a resume (CheckpointLoader restores this engine's state)
         self.state_dict_user_keys.extend(["best_metric", "best_metric_epoch"])
+
+    def load_state_dict(self, state_dict: Any) -> None:
+        """Restore the counters and the best-metric record, but not the epoch length.
+
+        The number of validation iterations is this process's shard of the validation data; the checkpoint
+        holds rank 0's (with 3 cases on 2 processes, rank 1 would run 2 iterations over its 1 case, counting
+        it twice and drawing from the RNG what an uninterrupted run does not). ``None`` makes ignite take it
+        from the data loader at the next run.
+        """
+        super().load_state_dict(state_dict)
+        self.state.epoch_length = None
 
     def _iteration(self, engine: SupervisedEvaluator, batchdata: dict[str, torch.Tensor]) -> dict:
         if not engine.amp:

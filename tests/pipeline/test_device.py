@@ -11,6 +11,7 @@ import subprocess
 import sys
 import textwrap
 import warnings
+from datetime import timedelta
 from pathlib import Path
 
 import numpy as np
@@ -214,6 +215,40 @@ def test_distributed_helpers_without_process_group(monkeypatch: pytest.MonkeyPat
     monkeypatch.setenv("RANK", "x")
     with pytest.raises(InputError, match="RANK='x'"):
         dv.get_rank()
+
+
+@pytest.mark.parametrize(
+    "env",
+    [
+        {},  # not under torchrun
+        {"TORCHELASTIC_RESTART_COUNT": "0", "TORCHELASTIC_USE_AGENT_STORE": "True", "GROUP_WORLD_SIZE": "1"},
+        {"TORCHELASTIC_RESTART_COUNT": "1", "TORCHELASTIC_USE_AGENT_STORE": "False", "GROUP_WORLD_SIZE": "1"},
+        {"TORCHELASTIC_RESTART_COUNT": "1", "TORCHELASTIC_USE_AGENT_STORE": "True", "GROUP_WORLD_SIZE": "2"},
+    ],
+)
+def test_restart_store_only_for_a_restarted_single_node_agent_store(monkeypatch: pytest.MonkeyPatch, env) -> None:
+    """First attempts, fresh per-attempt stores and multi-node jobs (counters may differ) keep ``env://``."""
+    for key in ("TORCHELASTIC_RESTART_COUNT", "TORCHELASTIC_USE_AGENT_STORE", "GROUP_WORLD_SIZE"):
+        monkeypatch.delenv(key, raising=False)
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    assert dv._restart_store(timedelta(seconds=1)) is None
+
+
+def test_restart_store_prefixes_the_keys_with_the_attempt(monkeypatch: pytest.MonkeyPatch) -> None:
+    import torch.distributed as dist
+
+    server = dist.TCPStore("127.0.0.1", 0, 1, is_master=True, wait_for_workers=False)
+    env = {"TORCHELASTIC_RESTART_COUNT": "2", "TORCHELASTIC_USE_AGENT_STORE": "True", "GROUP_WORLD_SIZE": "1",
+           "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(server.port), "WORLD_SIZE": "2"}
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    store = dv._restart_store(timedelta(seconds=5))
+    store.set("0/addr", "new")
+    server.set("0/addr", "stale")  # what the failed attempt left behind, unprefixed
+    assert store.get("0/addr") == b"new"
+    assert server.check(["pipeline/attempt_2/0/addr"])  # check, not get: a missing key would block
+    assert server.get("pipeline/attempt_2/0/addr") == b"new"
 
 
 @pytest.mark.parametrize(

@@ -97,6 +97,19 @@ def test_evaluator_autocasts_and_returns_float32_predictions():
     assert "best_metric" in evaluator.state_dict()
 
 
+def test_evaluator_resume_takes_its_epoch_length_from_its_own_data():
+    """A checkpoint written by rank 0 (2 validation batches) must not make a 1-batch shard run twice."""
+    rank0 = SupervisedEvaluator(device=torch.device("cpu"), val_data_loader=_loader(2), network=DtypeProbe(),
+                                metric_cmp_fn="lower")
+    rank0.run()
+    assert rank0.state.epoch_length == 2
+    rank1 = SupervisedEvaluator(device=torch.device("cpu"), val_data_loader=_loader(1), network=DtypeProbe(),
+                                metric_cmp_fn="lower")
+    rank1.load_state_dict(rank0.state_dict())
+    rank1.run(global_epoch=2)
+    assert rank1.state.epoch_length == 1 and rank1.state.iteration == 1
+
+
 def test_rng_state_round_trip_is_weights_only_safe(tmp_path):
     import random
 
