@@ -367,3 +367,20 @@ def test_write_errors(tmp_path):
     with pytest.raises(InputError, match="expected"):
         write_image(MetaTensor(torch.zeros(1, 1, 4, 4, 4)), tmp_path / "x.mha")
     assert sorted(os.listdir(tmp_path)) == ["ct.mha"]
+
+
+@pytest.mark.parametrize(
+    "shape, dtype, out_dtype",
+    [((37, 5, 6), np.int16, None), ((8, 3, 4), np.uint8, None), ((17, 4, 9), np.float32, np.int16),
+     ((5, 6), np.float64, None), ((9, 2, 3, 2), np.int16, np.float32), ((64, 1, 1), np.uint8, np.uint8)],
+)
+def test_transposed_copy_equals_numpys(shape, dtype, out_dtype):
+    from transforms.io import transposed_copy
+
+    rng = np.random.default_rng(0)
+    array = (rng.standard_normal(shape) * 500).astype(dtype)
+    for source in (array, array[::-1], np.asfortranarray(array)):  # contiguous, reversed-stride, Fortran order
+        out = transposed_copy(source, out_dtype)
+        expected = np.ascontiguousarray(source.T, dtype=out_dtype)
+        assert out.flags.c_contiguous and out.dtype == expected.dtype
+        np.testing.assert_array_equal(out, expected)
