@@ -52,7 +52,7 @@ TINY_SIZE = (32, 32, 32)  # small, but training BatchNorm still sees 8 values pe
 MATMUL_SIZE = 2048  # square matmul for the machine peak (about 17 GFLOP, a few tenths of a second on 2 cores)
 MATMUL_REPEATS = 5
 LEARNING_RATE = 1e-4  # the reference's Adam lr
-DTYPES = {"fp32": None, "bf16": torch.bfloat16}
+DTYPES = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}  # fp16: with a GradScaler, as the seed's apex O2
 MIB = 2**20
 
 
@@ -164,13 +164,19 @@ def make_step(net: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, train: boo
     if train:
         net.train()
         optimizer = torch.optim.Adam(net.parameters(), lr=LEARNING_RATE)
+        scaler = torch.amp.GradScaler(device.type) if dtype == torch.float16 else None
 
         def step() -> None:
             optimizer.zero_grad(set_to_none=True)
             with autocast(device, enabled=use_amp, dtype=dtype):
                 loss = loss_fn(net(x), y)
-            loss.backward()
-            optimizer.step()
+            if scaler is None:
+                loss.backward()
+                optimizer.step()
+            else:
+                scaler.scale(loss).backward()
+                scaler.step(optimizer)
+                scaler.update()
 
         return step
     net.eval()

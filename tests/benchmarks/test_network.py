@@ -1,0 +1,67 @@
+"""Smoke tests of benchmarks/network.py (--tiny) and benchmarks/gpu.sh (on the CPU): they run and report sane numbers."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def _run(cmd: list[str], **env: str) -> subprocess.CompletedProcess:
+    proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=300,
+                          env={**os.environ, "PYTHONWARNINGS": "ignore", **env})
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
+    return proc
+
+
+def test_network_tiny_compares_both_models_in_every_setting(tmp_path):
+    out = tmp_path / "network.json"
+    proc = _run([sys.executable, "benchmarks/network.py", "--tiny", "--json", str(out)])
+    results = json.loads(out.read_text())
+    settings = {(r["mode"], r["dtype"]) for r in results}
+    assert settings == {(m, d) for m in ("train", "infer") for d in ("fp32", "bf16")}
+    for mode, dtype in settings:
+        models = {r["model"]: r for r in results if (r["mode"], r["dtype"]) == (mode, dtype)}
+        assert set(models) == {"monai", "ours"}
+        assert models["monai"]["flops"] == models["ours"]["flops"] > 0  # same function, same FLOPs
+        assert models["monai"]["ratio"] == 1.0  # the baseline against itself
+        for r in models.values():
+            assert math.isfinite(r["samples_per_s"]) and r["samples_per_s"] > 0 and r["ratio"] > 0
+    assert "all settings:" in proc.stdout and "peak matmul" in proc.stdout
+
+
+def test_gpu_script_reports_fps_against_the_seed(tmp_path):
+    """benchmarks/gpu.sh on the CPU at a tiny size (no accelerator here): FPS lines for both models."""
+    proc = _run(["bash", "benchmarks/gpu.sh"], DEVICE="cpu", STEPS="1", WARMUP="1", SIZE="32 32 32",
+                DTYPES="bf16 fp32", OUT=str(tmp_path))  # fp16 matmuls are emulated on CPU (minutes): see below
+    results = json.loads((tmp_path / "gpu.json").read_text())
+    assert {(r["model"], r["dtype"]) for r in results} == {(m, d) for m in ("monai", "ours") for d in ("bf16", "fp32")}
+    fps_lines = [ln for ln in proc.stdout.splitlines() if " FPS " in ln and "x seed" in ln]
+    assert len(fps_lines) == 4
+    for r in results:  # FPS = batch 4 / median step time; the printed ratio is FPS / 17.93
+        assert r["samples_per_s"] == 4 / r["median_s"]
+        line = next(ln for ln in fps_lines if ln.split()[:2] == [r["model"], r["dtype"]])
+        assert float(line.split()[-1]) == round(r["samples_per_s"] / 17.93, 2)
+
+
+def test_fp16_training_step_autocasts_and_updates_the_weights():
+    """The fp16 step gpu.sh times on accelerators (autocast + GradScaler), here on a tiny network on the CPU."""
+    import torch
+
+    sys.path.insert(0, str(REPO))
+    from benchmarks.network import DTYPES, make_step
+
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(torch.nn.Conv3d(1, 4, 3, padding=1), torch.nn.ReLU(), torch.nn.Conv3d(4, 2, 1))
+    x, y = torch.randn(2, 1, 8, 8, 8), torch.randint(0, 2, (2, 8, 8, 8))
+    before = [p.detach().clone() for p in net.parameters()]
+    seen = []
+    net[2].register_forward_hook(lambda m, i, o: seen.append(o.dtype))
+    make_step(net, x, y, train=True, dtype=DTYPES["fp16"], device=torch.device("cpu"))()
+    assert seen == [torch.float16]
+    assert all(not torch.equal(a, b.detach()) for a, b in zip(before, net.parameters()))

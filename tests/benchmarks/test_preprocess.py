@@ -1,0 +1,105 @@
+"""Smoke test of ``benchmarks/preprocess.py --tiny`` and its port of the seed's crop/pad (never a speed assertion)."""
+
+from __future__ import annotations
+
+import json
+import math
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import SimpleITK as sitk
+
+from benchmarks.preprocess import TINY_SIZE, UID, seed_crop_or_pad, seed_resample
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def _seed_copy_normalized(src: np.ndarray, shape_max: tuple[int, int, int]) -> np.ndarray:
+    """The seed's torchbiomed ``copy_normalized`` + ``copy_slice_centered``, loops and all (vnet.md §3.2)."""
+    zmax, ymax, xmax = shape_max
+    if src.shape == shape_max:
+        return src
+    z_axis, _, dim = src.shape
+    new = np.full(shape_max, np.min(src), dtype=np.int16)
+
+    def copy_slice(dst: np.ndarray, s: np.ndarray) -> None:
+        if dim <= ymax:
+            x0, y0 = int((xmax - dim) / 2), int((ymax - dim) / 2)
+            for y in range(dim):
+                for x in range(dim):
+                    dst[y0 + y][x0 + x] = s[y][x]
+        elif dim <= xmax:
+            x0, y0 = int((xmax - dim) / 2), int((dim - ymax) / 2)
+            for y in range(ymax):
+                for x in range(dim):
+                    dst[y][x0 + x] = s[y0 + y][x]
+        else:
+            x0, y0 = int((dim - xmax) / 2), int((dim - ymax) / 2)
+            for y in range(ymax):
+                for x in range(xmax):
+                    dst[y][x] = s[y0 + y][x0 + x]
+
+    if z_axis < zmax:
+        start = int((zmax - z_axis) / 2)
+        for i in range(z_axis):
+            copy_slice(new[start + i], src[i])
+    else:
+        start = int((z_axis - zmax) / 2)
+        for i in range(zmax):
+            copy_slice(new[i], src[start + i])
+    return new
+
+
+@pytest.mark.parametrize(("src_shape", "size_zyx"), [
+    ((5, 7, 7), (8, 10, 12)),  # pad everything (odd differences)
+    ((9, 7, 7), (6, 10, 10)),  # crop z, pad in-plane
+    ((4, 11, 11), (4, 8, 12)),  # Y_MAX < d <= X_MAX: crop y, pad x
+    ((4, 13, 13), (4, 8, 10)),  # crop both in-plane
+    ((4, 8, 8), (4, 8, 8)),  # already the size
+])
+def test_seed_crop_or_pad_matches_the_seed_loops(src_shape, size_zyx):
+    src = np.random.default_rng(0).integers(-1000, 1000, src_shape).astype(np.int16)
+    out, start = seed_crop_or_pad(src, size_zyx)
+    np.testing.assert_array_equal(out, _seed_copy_normalized(src, size_zyx))
+    # the returned offset locates output voxel 0 in the source grid
+    probe = tuple(max(0, -s) for s in start)
+    if all(p + s < n for p, s, n in zip(probe, start, src_shape)):
+        assert out[probe] == src[tuple(p + s for p, s in zip(probe, start))]
+
+
+def test_seed_crop_or_pad_rejects_what_the_seed_asserts():
+    with pytest.raises(ValueError, match="y == x"):
+        seed_crop_or_pad(np.zeros((4, 6, 8), np.int16), (4, 8, 8))
+
+
+def test_seed_resample_shape_rule():
+    out = seed_resample(np.zeros((10, 20, 20), np.int16), (1.25, 0.7, 0.7), 2.5)
+    assert out.shape == (5, 6, 6) and out.dtype == np.int16  # round(old shape x old spacing / new spacing)
+
+
+def test_tiny_run(tmp_path):
+    done = subprocess.run([sys.executable, str(REPO / "benchmarks" / "preprocess.py"), "--tiny", "--json",
+                           "--workdir", str(tmp_path)], capture_output=True, text=True, cwd=REPO, timeout=300,
+                          check=False)
+    assert done.returncode == 0, done.stderr[-3000:]
+    lines = done.stdout.strip().splitlines()
+    report = json.loads(lines[-1])
+    assert any(ln.startswith("| implementation | load s | resample s") for ln in lines)
+    rows = [ln for ln in lines if ln.startswith(("| ours (preprocess_case)", "| reference (scipy zoom order 3)"))]
+    assert len(rows) == 2
+    assert any(ln.startswith("machine: ") for ln in lines) and any(ln.startswith("888 LUNA16 scans") for ln in lines)
+    for value in (report["ratio"], report["cpu_ratio"], report["extrapolation"]["ours_888_min"],
+                  report["extrapolation"]["reference_888_min"], *report["median"]["ours"].values(),
+                  *report["median"]["reference"].values()):
+        assert math.isfinite(value) and value > 0
+    assert report["extrapolation"]["parallelism_source"].startswith("assumed")
+    assert set(report["stages"]["ours"]) == {"load", "resample", "labels_crop", "write"}
+    assert 0.5 < report["agreement"]["dice"] <= 1 and math.isfinite(report["agreement"]["hu_mae"])
+    for impl in ("ours", "reference"):
+        for folder in ("normalized_lung_ct", "normalized_lung_mask"):
+            path = tmp_path / f"out_{impl}" / folder / f"{UID}.mhd"
+            assert path.is_file(), path
+            assert sitk.ReadImage(str(path)).GetSize() == TINY_SIZE
