@@ -41,6 +41,12 @@ UP_NAMES = ("up_tr256", "up_tr128", "up_tr64", "up_tr32")
 # conv costs as much as 32 -> 16; folding makes it 32 -> 2*5 with a (1, 5, 5) kernel plus 5 shifted adds:
 # the same multiply-adds, about 2.5x faster forward+backward on CPU (benchmarks/NOTES.md, "network").
 FOLD_MAX_OUT_CHANNELS = 3
+# Also on CPU (benchmarks/NOTES.md, "network", second round; paired training steps, fp32, batch 2, 80x80x64):
+# - the last up stage (up_tr32: the 32 -> 32 5^3 conv at full resolution, a third of a training step) and the head
+#   run channels-last (NDHWC): oneDNN then skips six 100 MiB layout reorders around that conv and uses faster
+#   kernels (conv fwd+bwd 3.07 -> 2.75 s, folded head conv 0.49 -> 0.27 s); whole step 1.05x. Only there: channels-
+#   last from the input stage on, or also in up_tr64 / up_tr128, measured 0.98x / no further gain.
+# - the head's 1^3 conv (2 -> 2 channels at full resolution) is a batched matmul: 125 -> 2 ms fwd+bwd in oneDNN.
 
 
 def _act(act: ActOrNorm, channels: int) -> nn.Module:
@@ -99,6 +105,28 @@ def _conv_tap_folded(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor |
     if bias is not None:
         out = out + bias.view([1, out_c] + [1] * spatial_dims)
     return out
+
+
+def _pointwise_conv(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
+    """``conv{2,3}d(x, weight, bias)`` for a 1^d kernel as a batched matmul (N, O, C) @ (N, C, voxels).
+
+    Args:
+        x: (N, C, *S) input.
+        weight: (O, C, 1, ...) kernel.
+        bias: (O,) or None.
+
+    Returns:
+        (N, O, *S), contiguous, equal to the plain convolution.
+    """
+    n = x.shape[0]
+    out_c = weight.shape[0]
+    w = weight.reshape(1, out_c, weight.shape[1]).expand(n, out_c, weight.shape[1])
+    flat = x.reshape(n, x.shape[1], -1)
+    if bias is None:
+        y = torch.bmm(w, flat)
+    else:
+        y = torch.baddbmm(bias.reshape(1, out_c, 1).expand(n, out_c, 1), w, flat)
+    return y.reshape([n, out_c] + list(x.shape[2:]))
 
 
 class _LUConv(nn.Module):
@@ -174,9 +202,11 @@ class _UpTransition(nn.Module):
     def __init__(
         self, spatial_dims: int, in_channels: int, out_channels: int, n_convs: int, act: ActOrNorm, norm: ActOrNorm,
         bias: bool, input_dropout: float | None, skip_dropout: float | None, dropout_dim: int,
+        channels_last: bool = False,
     ) -> None:
         super().__init__()
         half = out_channels // 2
+        self.channels_last = channels_last
         # ConvTranspose keeps its bias for any ``bias`` (as MONAI does).
         self.up_conv = Conv[Conv.CONVTRANS, spatial_dims](in_channels, half, SCALE, stride=SCALE)
         self.bn1 = _norm(norm, spatial_dims, half)
@@ -187,6 +217,10 @@ class _UpTransition(nn.Module):
         self.relu2 = _act(act, out_channels)
 
     def forward(self, x: torch.Tensor, skip: torch.Tensor) -> torch.Tensor:
+        # channels-last (measured on CPU only, see FOLD_MAX_OUT_CHANNELS); not when tracing: ONNX has no NDHWC
+        if self.channels_last and x.is_cpu and not torch.jit.is_tracing():
+            x = x.contiguous(memory_format=torch.channels_last_3d)
+            skip = skip.contiguous(memory_format=torch.channels_last_3d)
         up = self.relu1(self.bn1(self.up_conv(self.do1(x))))
         cat = torch.cat((up, self.do2(skip)), 1)
         return self.relu2(self.ops(cat) + cat)
@@ -210,10 +244,11 @@ class _OutputTransition(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.fold and x.is_cpu:  # measured on CPU only; elsewhere the plain conv
-            out = _conv_tap_folded(x, self.conv1.weight, self.conv1.bias, self.padding)
-        else:
-            out = self.conv1(x)
-        return self.conv2(self.relu1(self.bn1(out)))
+            # contiguous: BatchNorm on a 2-channel channels-last tensor is ~15x slower than on NCDHW
+            out = _conv_tap_folded(x, self.conv1.weight, self.conv1.bias, self.padding).contiguous()
+            out = self.relu1(self.bn1(out))
+            return _pointwise_conv(out, self.conv2.weight, self.conv2.bias)
+        return self.conv2(self.relu1(self.bn1(self.conv1(x)))).contiguous()  # NCDHW logits after channels-last
 
 
 class VNet(nn.Module):
@@ -240,9 +275,11 @@ class VNet(nn.Module):
         - ``dropout_prob`` sets every dropout, including the skip dropout that the reference fixes at 0.5.
 
     ``optimized=True`` (default) computes the same function faster on CPU: the input is added by broadcasting
-    instead of a repeated copy, and a narrow output head (out_channels <= 3) uses a tap-folded convolution (same
-    multiply-adds, different summation order, so fp32 outputs equal the plain path to rounding). Parameters and
-    state dict are the same either way; ``optimized=False`` is the plain, MONAI-like computation.
+    instead of a repeated copy, a narrow output head (out_channels <= 3) uses a tap-folded 5^d convolution and a
+    batched matmul for its 1^d convolution, and in 3-D the last up stage and the head run channels-last (same
+    multiply-adds, different summation order, so fp32 outputs equal the plain path to rounding; the logits are
+    contiguous either way). Parameters and state dict are the same either way; ``optimized=False`` is the plain,
+    MONAI-like computation.
 
     Args:
         spatial_dims: 2 or 3.
@@ -303,7 +340,9 @@ class VNet(nn.Module):
             cin = f * 2 ** (NUM_LEVELS - max(i - 1, 0))  # 16f, 16f, 8f, 4f: the deepest stage feeds the first
             cout = f * 2 ** (NUM_LEVELS - i)  # 16f, 8f, 4f, 2f
             prob = dropout_prob if i in DROPOUT_UP_STAGES else None
-            up = _UpTransition(spatial_dims, cin, cout, n_convs, act, norm, bias, prob, dropout_prob, drop_dim)
+            channels_last = optimized and spatial_dims == 3 and i == NUM_LEVELS - 1
+            up = _UpTransition(spatial_dims, cin, cout, n_convs, act, norm, bias, prob, dropout_prob, drop_dim,
+                               channels_last)
             self.add_module(name, up)
         self.out_tr = _OutputTransition(spatial_dims, 2 * f, out_channels, act, norm, bias, optimized)
         self.apply(_init_weights)

@@ -11,7 +11,7 @@ from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
 from networks import VNet
-from networks.vnet import _conv_tap_folded
+from networks.vnet import _conv_tap_folded, _pointwise_conv
 from transforms.errors import InputError
 
 REFERENCE_PARAMS_PRELU = 45_603_934  # mattmacy/vnet.pytorch VNet(elu=False), 1 in, 2 classes
@@ -188,9 +188,10 @@ def test_eval_uses_running_statistics():
 @pytest.mark.parametrize(
     "kwargs",
     [
-        {"init_filters": 4},  # 3-D, 1 input channel, 2-class head: broadcast input + tap-folded head
+        {"init_filters": 4},  # 3-D, 1 input channel, 2-class head: broadcast input, channels-last up_tr32, folded head
         {"init_filters": 4, "in_channels": 2, "out_channels": 3},  # multi-channel input tiling
-        {"init_filters": 4, "out_channels": 5},  # wide head: plain conv even when optimised
+        {"init_filters": 4, "out_channels": 5},  # wide head: plain conv (channels-last input) even when optimised
+        {"init_filters": 4, "act": "elu", "norm": "instance", "bias": False},  # no conv biases, other layers
         {"spatial_dims": 2, "init_filters": 4},
         {"spatial_dims": 2, "init_filters": 8, "in_channels": 4, "act": "elu"},
     ],
@@ -203,13 +204,17 @@ def test_optimized_path_equals_plain(kwargs):
     size = (16, 32, 16)[: plain.spatial_dims]  # small, but every level keeps >= 2 values per channel for BN
     x = torch.randn(2, plain.in_channels, *size)
     target = torch.randint(0, kwargs.get("out_channels", 2), (2, *size))
-    outs, grads = [], []
+    outs, grads, input_grads = [], [], []
     for net in (plain, fast):  # training mode: batch statistics, gradients through every optimised op
-        out = net(x)
+        inp = x.clone().requires_grad_()
+        out = net(inp)
+        assert out.is_contiguous()  # the channels-last stage does not leak into the logits' layout
         nn.functional.cross_entropy(out, target).backward()
         outs.append(out.detach())
         grads.append({k: p.grad for k, p in net.named_parameters()})
+        input_grads.append(inp.grad)
     _assert_close(outs[1], outs[0])
+    _assert_close(input_grads[1], input_grads[0], rtol=1e-3)
     # conv biases before a batch norm have mathematically zero gradients (rounding noise): an absolute floor
     floor = FP32_RTOL * max(g.abs().max().item() for g in grads[0].values())
     for key, grad in grads[0].items():
@@ -227,6 +232,34 @@ def test_tap_folded_conv_equals_conv(spatial_dims, out_c, in_c):
     x = torch.randn(2, in_c, *(11, 7, 9)[:spatial_dims])
     _assert_close(_conv_tap_folded(x, conv.weight, conv.bias, 2), conv(x), rtol=1e-5)
     _assert_close(_conv_tap_folded(x, conv.weight, None, 2), conv(x) - conv.bias.view(-1, *[1] * spatial_dims), 1e-5)
+
+
+@pytest.mark.parametrize(
+    ("spatial_dims", "out_c", "in_c", "bias"), [(3, 2, 2, True), (3, 3, 5, False), (2, 2, 4, True)]
+)
+def test_pointwise_conv_equals_conv(spatial_dims, out_c, in_c, bias):
+    torch.manual_seed(0)
+    conv = (nn.Conv3d if spatial_dims == 3 else nn.Conv2d)(in_c, out_c, 1, bias=bias)
+    x = torch.randn(2, in_c, *(6, 5, 4)[:spatial_dims], requires_grad=True)
+    grad = torch.randn(2, out_c, *(6, 5, 4)[:spatial_dims])
+    results = []
+    for fn in (conv, lambda t: _pointwise_conv(t, conv.weight, conv.bias)):
+        conv.zero_grad()
+        x.grad = None
+        out = fn(x)
+        out.backward(grad)
+        results.append([out.detach(), x.grad, conv.weight.grad] + ([conv.bias.grad] if bias else []))
+    for actual, expected in zip(results[1], results[0]):
+        _assert_close(actual, expected, rtol=1e-5)
+    channels_last = x.detach().contiguous(memory_format=torch.channels_last_3d) if spatial_dims == 3 else x.detach()
+    _assert_close(_pointwise_conv(channels_last, conv.weight, conv.bias), results[0][0], rtol=1e-5)
+
+
+@pytest.mark.parametrize(("spatial_dims", "optimized"), [(3, True), (2, False), (2, True), (3, False)])
+def test_channels_last_only_in_last_up_stage(spatial_dims, optimized):
+    net = _meta_vnet(spatial_dims=spatial_dims, optimized=optimized)
+    flags = [getattr(net, name).channels_last for name in ("up_tr256", "up_tr128", "up_tr64", "up_tr32")]
+    assert flags == [False, False, False, optimized and spatial_dims == 3]
 
 
 @pytest.mark.parametrize(("spatial_dims", "optimized"), [(3, True), (3, False), (2, True)])
