@@ -20,7 +20,11 @@ SIZE=${SIZE:-80 80 64}
 DTYPES=${DTYPES:-fp16 bf16 fp32}
 OUT=${OUT:-$(mktemp -d)}
 SEED_FPS=17.93
-command -v nvidia-smi >/dev/null && nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader
+if [ "$DEVICE" = auto ] && [ "$(python -c 'from pipeline.device import setup_device; print(setup_device("auto").type)')" = cpu ]; then
+    echo "error: no CUDA or NPU device found (DEVICE=auto); for a CPU smoke run set DEVICE=cpu DTYPES=\"bf16 fp32\"" >&2
+    exit 2
+fi
+command -v nvidia-smi >/dev/null && nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader || true
 # shellcheck disable=SC2086  # SIZE and DTYPES are lists
 python benchmarks/network.py --device "$DEVICE" --batch 4 --size $SIZE --modes train --dtypes $DTYPES \
     --steps "$STEPS" --warmup "$WARMUP" --json "$OUT/gpu.json"

@@ -323,7 +323,9 @@ def main(argv: list[str] | None = None) -> int:
     shape = TINY_SHAPE if args.tiny else (*FULL_SHAPE[:2], args.slices)
     size = TINY_SIZE if args.tiny else FULL_SIZE
     rounds = args.rounds or (1 if args.tiny else 3)
-    workers = min(8, os.cpu_count() or 1)  # preprocess_dataset's default
+    from pipeline.preprocess import default_workers
+
+    workers = default_workers()  # preprocess_dataset's default
     n1, n2 = args.dataset_cases or ((0, 0) if args.tiny else (max(2, workers), 4 * max(2, workers)))
     if rounds < 1 or (n1 or n2) and not 2 <= n1 < n2:
         parser.error("--rounds must be >= 1 and --dataset-cases 2 <= N1 < N2 (a pool needs 2 cases), or 0 0")

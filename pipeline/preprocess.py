@@ -36,7 +36,8 @@ from pipeline.presets import deterministic_transforms
 from transforms import read_image, write_image
 from transforms.errors import InputError
 
-__all__ = ["CaseResult", "OUTPUT_IMAGE_DIR", "OUTPUT_MASK_DIR", "check_pair", "preprocess_case", "preprocess_dataset"]
+__all__ = ["CaseResult", "OUTPUT_IMAGE_DIR", "OUTPUT_MASK_DIR", "check_pair", "default_workers", "preprocess_case",
+           "preprocess_dataset"]
 
 logger = logging.getLogger(__name__)
 
@@ -48,6 +49,11 @@ GEOMETRY_RTOL = 1e-4
 MAX_SPACING_MM = 20.0
 #: an image whose values are all >= this is almost certainly not in Hounsfield units
 NON_HU_MIN = 0
+
+
+def default_workers() -> int:
+    """``--workers`` default: one process per core, at most the seed's 8."""
+    return min(8, os.cpu_count() or 1)
 
 
 @dataclass
@@ -185,7 +191,7 @@ def preprocess_dataset(
             results.append(CaseResult("(unpaired)", "failed", text))  # CTs without a mask cannot be preprocessed
         elif "unpaired" in text:
             logger.warning(text)
-    workers = workers or min(8, os.cpu_count() or 1)
+    workers = workers or default_workers()
     t0 = time.perf_counter()
     args = [(c.uid, str(c.image), str(c.label), str(root), float(spacing), tuple(int(s) for s in spatial_size), overwrite)
             for c in cases]

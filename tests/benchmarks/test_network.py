@@ -65,3 +65,18 @@ def test_fp16_training_step_autocasts_and_updates_the_weights():
     make_step(net, x, y, train=True, dtype=DTYPES["fp16"], device=torch.device("cpu"))()
     assert seen == [torch.float16]
     assert all(not torch.equal(a, b.detach()) for a, b in zip(before, net.parameters()))
+
+
+def test_gpu_script_without_an_accelerator_says_so_in_one_line():
+    import pytest
+    import torch
+
+    from pipeline.device import setup_device
+
+    if setup_device("auto").type != "cpu" or torch.cuda.is_available():
+        pytest.skip("an accelerator is present: gpu.sh would run the real benchmark")
+    env = {k: v for k, v in os.environ.items() if k != "DEVICE"}
+    proc = subprocess.run(["bash", "benchmarks/gpu.sh"], cwd=REPO, capture_output=True, text=True, timeout=120, env=env)
+    assert proc.returncode == 2
+    assert proc.stderr.strip().splitlines() == [proc.stderr.strip()] and "no CUDA or NPU device" in proc.stderr
+    assert "Traceback" not in proc.stderr and proc.stdout == ""
