@@ -10,7 +10,7 @@ mattmacy/vnet.pytorch (or Ascend) checkpoint match ``VNet()``'s once DataParalle
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Union
+from typing import Optional, Union
 
 import torch
 import torch.nn.functional as F
@@ -18,6 +18,7 @@ from monai.networks.layers.factories import Conv, Dropout, split_args
 from monai.networks.layers.utils import get_act_layer, get_norm_layer
 from torch import nn
 
+from networks.fused import add_act, may_fuse, norm_act
 from transforms.errors import InputError
 
 __all__ = ["VNet"]
@@ -129,24 +130,53 @@ def _pointwise_conv(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | 
     return y.reshape([n, out_c] + list(x.shape[2:]))
 
 
-class _LUConv(nn.Module):
+class _Block(nn.Module):
+    """Base of the V-Net stages: the fused CPU training path of ``networks.fused``, hidden from TorchScript."""
+
+    @torch.jit.unused
+    def _fusing(self, x: torch.Tensor) -> bool:
+        """Whether ``networks.fused`` may run here (CPU training); checked before the conv so that inference keeps
+        the plain ``act(norm(conv(x)))`` expression, which frees each conv output as soon as it is normalised."""
+        return may_fuse(x)
+
+    @torch.jit.unused
+    def _norm_act(self, x: torch.Tensor, norm: nn.Module, act: nn.Module,
+                  residual: Optional[torch.Tensor] = None) -> torch.Tensor:
+        """``act(norm(x) [+ residual])``, fused when it pays (``networks.fused.norm_act``)."""
+        return norm_act(x, norm, act, residual)
+
+    @torch.jit.unused
+    def _add_act(self, a: torch.Tensor, b: torch.Tensor, act: nn.Module) -> torch.Tensor:
+        """``act(a + b)``, fused when it pays (``networks.fused.add_act``)."""
+        return add_act(a, b, act)
+
+
+class _LUConv(_Block):
     """conv 5^d (c -> c) -> norm -> act."""
 
-    def __init__(self, spatial_dims: int, channels: int, act: ActOrNorm, norm: ActOrNorm, bias: bool) -> None:
+    def __init__(
+        self, spatial_dims: int, channels: int, act: ActOrNorm, norm: ActOrNorm, bias: bool, optimized: bool,
+    ) -> None:
         super().__init__()
+        self.optimized = optimized
         self.conv1 = Conv[Conv.CONV, spatial_dims](channels, channels, KERNEL_SIZE, padding=PADDING, bias=bias)
         self.bn1 = _norm(norm, spatial_dims, channels)
         self.relu1 = _act(act, channels)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not torch.jit.is_scripting():  # TorchScript skips this block (and the unused methods it calls)
+            if self.optimized and self._fusing(x):
+                return self._norm_act(self.conv1(x), self.bn1, self.relu1)
         return self.relu1(self.bn1(self.conv1(x)))
 
 
-def _n_conv(spatial_dims: int, channels: int, depth: int, act: ActOrNorm, norm: ActOrNorm, bias: bool) -> nn.Sequential:
-    return nn.Sequential(*[_LUConv(spatial_dims, channels, act, norm, bias) for _ in range(depth)])
+def _n_conv(
+    spatial_dims: int, channels: int, depth: int, act: ActOrNorm, norm: ActOrNorm, bias: bool, optimized: bool,
+) -> nn.Sequential:
+    return nn.Sequential(*[_LUConv(spatial_dims, channels, act, norm, bias, optimized) for _ in range(depth)])
 
 
-class _InputTransition(nn.Module):
+class _InputTransition(_Block):
     """conv 5^d (in -> f) -> norm, plus the input tiled f/in times along channels, -> act. (N, in, *S) -> (N, f, *S)."""
 
     def __init__(
@@ -162,24 +192,27 @@ class _InputTransition(nn.Module):
         self.relu1 = _act(act, out_channels)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        out = self.bn1(self.conv1(x))
         if not self.optimized:  # the reference / MONAI way: materialise the repeated input
             repeats = [1, self.repeats] + [1] * (x.dim() - 2)
-            return self.relu1(out + x.repeat(repeats))
+            return self.relu1(self.bn1(self.conv1(x)) + x.repeat(repeats))
         # Broadcast instead of copying: channel j of the tiled input is input channel j % in_channels.
         if self.in_channels == 1:
-            return self.relu1(out + x)
+            if not torch.jit.is_scripting():
+                if self._fusing(x):
+                    return self._norm_act(self.conv1(x), self.bn1, self.relu1, x)
+            return self.relu1(self.bn1(self.conv1(x)) + x)
+        out = self.bn1(self.conv1(x))
         shape = out.shape
         tiled = out.reshape([shape[0], self.repeats, self.in_channels] + list(shape[2:])) + x.unsqueeze(1)
         return self.relu1(tiled.reshape(shape))
 
 
-class _DownTransition(nn.Module):
+class _DownTransition(_Block):
     """down = act(norm(conv 2^d stride 2 (c -> 2c))); out = act2(nConv(dropout(down)) + down). Halves every size."""
 
     def __init__(
         self, spatial_dims: int, in_channels: int, n_convs: int, act: ActOrNorm, norm: ActOrNorm, bias: bool,
-        dropout_prob: float | None, dropout_dim: int,
+        dropout_prob: float | None, dropout_dim: int, optimized: bool,
     ) -> None:
         super().__init__()
         out_channels = 2 * in_channels
@@ -187,21 +220,26 @@ class _DownTransition(nn.Module):
         self.bn1 = _norm(norm, spatial_dims, out_channels)
         self.relu1 = _act(act, out_channels)
         self.do1 = _dropout(dropout_prob, dropout_dim)
-        self.ops = _n_conv(spatial_dims, out_channels, n_convs, act, norm, bias)
+        self.ops = _n_conv(spatial_dims, out_channels, n_convs, act, norm, bias, optimized)
         self.relu2 = _act(act, out_channels)
+        self.optimized = optimized
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not torch.jit.is_scripting():
+            if self.optimized and self._fusing(x):
+                down = self._norm_act(self.down_conv(x), self.bn1, self.relu1)
+                return self._add_act(self.ops(self.do1(down)), down, self.relu2)
         down = self.relu1(self.bn1(self.down_conv(x)))
         out = self.ops(self.do1(down))
         return self.relu2(out + down)
 
 
-class _UpTransition(nn.Module):
+class _UpTransition(_Block):
     """up = act(norm(convT 2^d stride 2 (cin -> cout/2))); cat = [up, dropout(skip)]; out = act2(nConv(cat) + cat)."""
 
     def __init__(
         self, spatial_dims: int, in_channels: int, out_channels: int, n_convs: int, act: ActOrNorm, norm: ActOrNorm,
-        bias: bool, input_dropout: float | None, skip_dropout: float | None, dropout_dim: int,
+        bias: bool, input_dropout: float | None, skip_dropout: float | None, dropout_dim: int, optimized: bool,
         channels_last: bool = False,
     ) -> None:
         super().__init__()
@@ -213,20 +251,26 @@ class _UpTransition(nn.Module):
         self.relu1 = _act(act, half)
         self.do1 = _dropout(input_dropout, dropout_dim)
         self.do2 = _dropout(skip_dropout, dropout_dim)
-        self.ops = _n_conv(spatial_dims, out_channels, n_convs, act, norm, bias)
+        self.ops = _n_conv(spatial_dims, out_channels, n_convs, act, norm, bias, optimized)
         self.relu2 = _act(act, out_channels)
+        self.optimized = optimized
 
     def forward(self, x: torch.Tensor, skip: torch.Tensor) -> torch.Tensor:
         # channels-last (measured on CPU only, see FOLD_MAX_OUT_CHANNELS); not when tracing: ONNX has no NDHWC
         if self.channels_last and x.is_cpu and not torch.jit.is_tracing():
             x = x.contiguous(memory_format=torch.channels_last_3d)
             skip = skip.contiguous(memory_format=torch.channels_last_3d)
+        if not torch.jit.is_scripting():
+            if self.optimized and self._fusing(x):
+                up = self._norm_act(self.up_conv(self.do1(x)), self.bn1, self.relu1)
+                cat = torch.cat((up, self.do2(skip)), 1)
+                return self._add_act(self.ops(cat), cat, self.relu2)
         up = self.relu1(self.bn1(self.up_conv(self.do1(x))))
         cat = torch.cat((up, self.do2(skip)), 1)
         return self.relu2(self.ops(cat) + cat)
 
 
-class _OutputTransition(nn.Module):
+class _OutputTransition(_Block):
     """conv 5^d (c -> out) -> norm -> act -> conv 1^d (out -> out): raw logits, no softmax."""
 
     def __init__(
@@ -246,6 +290,10 @@ class _OutputTransition(nn.Module):
         if self.fold and x.is_cpu:  # measured on CPU only; elsewhere the plain conv
             # contiguous: BatchNorm on a 2-channel channels-last tensor is ~15x slower than on NCDHW
             out = _conv_tap_folded(x, self.conv1.weight, self.conv1.bias, self.padding).contiguous()
+            if not torch.jit.is_scripting():
+                if self._fusing(out):
+                    return _pointwise_conv(self._norm_act(out, self.bn1, self.relu1), self.conv2.weight,
+                                           self.conv2.bias)
             out = self.relu1(self.bn1(out))
             return _pointwise_conv(out, self.conv2.weight, self.conv2.bias)
         return self.conv2(self.relu1(self.bn1(self.conv1(x)))).contiguous()  # NCDHW logits after channels-last
@@ -276,10 +324,12 @@ class VNet(nn.Module):
 
     ``optimized=True`` (default) computes the same function faster on CPU: the input is added by broadcasting
     instead of a repeated copy, a narrow output head (out_channels <= 3) uses a tap-folded 5^d convolution and a
-    batched matmul for its 1^d convolution, and in 3-D the last up stage and the head run channels-last (same
-    multiply-adds, different summation order, so fp32 outputs equal the plain path to rounding; the logits are
-    contiguous either way). Parameters and state dict are the same either way; ``optimized=False`` is the plain,
-    MONAI-like computation.
+    batched matmul for its 1^d convolution, in 3-D the last up stage and the head run channels-last, and in CPU
+    training every BatchNorm -> PReLU and residual add -> PReLU runs as one ``torch.compile``-generated kernel
+    forward and backward (``networks.fused``: compiled once per process in a few seconds; ``VNET_NO_FUSED=1`` turns
+    it off). Same multiply-adds, different summation order, so fp32 outputs equal the plain path to rounding; the
+    logits are contiguous either way. Parameters and state dict are the same either way; ``optimized=False`` is the
+    plain, MONAI-like computation.
 
     Args:
         spatial_dims: 2 or 3.
@@ -335,14 +385,15 @@ class VNet(nn.Module):
         self.in_tr = _InputTransition(spatial_dims, in_channels, f, act, norm, bias, optimized)
         for level, (name, n_convs) in enumerate(zip(DOWN_NAMES, down_convs)):
             prob = dropout_prob if level in DROPOUT_DOWN_STAGES else None
-            self.add_module(name, _DownTransition(spatial_dims, f * 2**level, n_convs, act, norm, bias, prob, drop_dim))
+            self.add_module(name, _DownTransition(spatial_dims, f * 2**level, n_convs, act, norm, bias, prob, drop_dim,
+                                                  optimized))
         for i, (name, n_convs) in enumerate(zip(UP_NAMES, up_convs)):
             cin = f * 2 ** (NUM_LEVELS - max(i - 1, 0))  # 16f, 16f, 8f, 4f: the deepest stage feeds the first
             cout = f * 2 ** (NUM_LEVELS - i)  # 16f, 8f, 4f, 2f
             prob = dropout_prob if i in DROPOUT_UP_STAGES else None
             channels_last = optimized and spatial_dims == 3 and i == NUM_LEVELS - 1
             up = _UpTransition(spatial_dims, cin, cout, n_convs, act, norm, bias, prob, dropout_prob, drop_dim,
-                               channels_last)
+                               optimized, channels_last)
             self.add_module(name, up)
         self.out_tr = _OutputTransition(spatial_dims, 2 * f, out_channels, act, norm, bias, optimized)
         self.apply(_init_weights)

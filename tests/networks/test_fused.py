@@ -1,0 +1,179 @@
+"""networks.fused: the fused BatchNorm / add + PReLU training path equals the plain modules, taken only where meant."""
+
+from __future__ import annotations
+
+import logging
+
+import pytest
+import torch
+from torch import nn
+
+from networks import VNet, fused
+
+
+@pytest.fixture
+def fuse_small(monkeypatch):
+    """Fuse every size (the real threshold keeps tiny test tensors on the plain path); count compiled calls."""
+    monkeypatch.setattr(fused, "MIN_NUMEL", 0)
+    monkeypatch.delenv(fused.ENV_DISABLE, raising=False)
+    calls = []
+    real_run = fused._run
+
+    def counting_run(name, *args):
+        calls.append(name)
+        return real_run(name, *args)
+
+    monkeypatch.setattr(fused, "_run", counting_run)
+    return calls
+
+
+def _pair(channels=3, momentum=0.1, affine=True, track=True):
+    torch.manual_seed(0)
+    norm = nn.BatchNorm3d(channels, momentum=momentum, affine=affine, track_running_stats=track)
+    act = nn.PReLU(channels)
+    with torch.no_grad():
+        if affine:
+            norm.weight.uniform_(0.5, 1.5)
+            norm.bias.uniform_(-0.5, 0.5)
+        act.weight.uniform_(0.1, 0.4)
+    return norm, act
+
+
+def _grads(x, outputs, *modules):
+    grad_out = torch.randn_like(outputs)
+    params = [x] + [p for m in modules for p in m.parameters()]
+    return torch.autograd.grad(outputs, params, grad_out)
+
+
+@pytest.mark.parametrize("residual", [False, True])
+@pytest.mark.parametrize("training", [True, False])
+@pytest.mark.parametrize("affine", [True, False])
+def test_norm_act_equals_the_modules(fuse_small, residual, training, affine):
+    x = (torch.randn(2, 3, 4, 6, 5) * 2 + 1).requires_grad_()
+    res = torch.randn(2, 1, 4, 6, 5) if residual else None  # broadcast over channels, as the V-Net input stage
+    plain_norm, plain_act = _pair(affine=affine)
+    fast_norm, fast_act = _pair(affine=affine)
+    for m in (plain_norm, fast_norm):
+        m.train(training)
+    torch.manual_seed(1)
+    y_plain = plain_act(plain_norm(x) + (res if residual else 0))
+    torch.manual_seed(1)
+    y_fast = fused.norm_act(x, fast_norm, fast_act, res)
+    assert fuse_small == ["norm"]
+    torch.testing.assert_close(y_fast, y_plain, rtol=1e-5, atol=1e-5)
+    torch.manual_seed(2)
+    g_plain = _grads(x, y_plain, plain_norm, plain_act)
+    torch.manual_seed(2)
+    g_fast = _grads(x, y_fast, fast_norm, fast_act)
+    for a, b in zip(g_fast, g_plain):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)
+    for a, b in zip(fast_norm.buffers(), plain_norm.buffers()):  # running mean / var, num_batches_tracked
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
+    assert int(fast_norm.num_batches_tracked) == (1 if training else 0)
+
+
+def test_add_act_equals_the_module(fuse_small):
+    a = torch.randn(2, 4, 3, 5, 6, requires_grad=True)
+    b = torch.randn(2, 4, 3, 5, 6, requires_grad=True)
+    _, act = _pair(4)
+    y_plain = act(a + b)
+    y_fast = fused.add_act(a, b, act)
+    assert fuse_small == ["add"]
+    torch.testing.assert_close(y_fast, y_plain)
+    g = torch.randn_like(y_plain)
+    fast_grads = torch.autograd.grad(y_fast, [a, b, act.weight], g)
+    for p, q in zip(fast_grads, torch.autograd.grad(y_plain, [a, b, act.weight], g)):
+        torch.testing.assert_close(p, q, rtol=1e-5, atol=1e-5)
+
+
+def test_bf16_autocast_stays_within_bf16_rounding(fuse_small):
+    x = torch.randn(2, 3, 4, 6, 5).to(torch.bfloat16).requires_grad_()
+    plain_norm, plain_act = _pair()
+    fast_norm, fast_act = _pair()
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        y_plain = plain_act(plain_norm(x))
+        y_fast = fused.norm_act(x, fast_norm, fast_act)
+    assert fuse_small == ["norm"]
+    torch.testing.assert_close(y_fast.float(), y_plain.float(), rtol=2e-2, atol=2e-2)
+
+
+def test_plain_path_where_fusing_does_not_apply(fuse_small, monkeypatch):
+    x = torch.randn(2, 3, 4, 4, 4, requires_grad=True)
+    norm, act = _pair()
+    with torch.no_grad():  # inference
+        fused.norm_act(x, norm, act)
+    fused.norm_act(x.detach(), norm, act)  # nothing to differentiate
+    fused.norm_act(x, nn.InstanceNorm3d(3, affine=True), act)  # other norms
+    fused.norm_act(x, nn.BatchNorm3d(3, momentum=None), act)  # cumulative average
+    fused.norm_act(x, norm, nn.ELU())  # other activations
+    fused.add_act(x, x, nn.ReLU())
+    monkeypatch.setenv(fused.ENV_DISABLE, "1")
+    fused.norm_act(x, norm, act)
+    monkeypatch.delenv(fused.ENV_DISABLE)
+    monkeypatch.setattr(fused, "MIN_NUMEL", x.numel() + 1)  # small tensors
+    fused.norm_act(x, norm, act)
+    assert fuse_small == []
+
+
+def test_a_broken_compiler_falls_back_once_with_a_warning(fuse_small, monkeypatch, caplog):
+    def broken_probe():
+        raise RuntimeError("InductorError: CppCompileError: no C++ compiler\nmore lines")
+
+    monkeypatch.setattr(fused, "_probe", broken_probe)
+    monkeypatch.setitem(fused._state, "usable", None)
+    x = torch.randn(2, 3, 4, 4, 4, requires_grad=True)
+    plain_norm, plain_act = _pair()
+    norm, act = _pair()
+    with caplog.at_level(logging.WARNING, logger="networks.fused"):
+        y = fused.norm_act(x, norm, act)
+        fused.norm_act(x, norm, act)
+    torch.testing.assert_close(y, plain_act(plain_norm(x)))
+    warnings = [r.getMessage() for r in caplog.records]
+    assert len(warnings) == 1 and "no C++ compiler" in warnings[0] and "more lines" not in warnings[0]
+    assert fused._state["usable"] is False and not fused.may_fuse(x)
+    assert int(norm.num_batches_tracked) == 2  # counted once per call, as the plain module does
+
+
+@pytest.mark.parametrize("spatial_dims", [3, 2])
+def test_vnet_training_step_equals_the_plain_network(fuse_small, spatial_dims):
+    """Whole network, fused stages (every block, channels-last last up stage in 3-D) against ``optimized=False``."""
+    torch.manual_seed(0)
+    kwargs = dict(spatial_dims=spatial_dims, init_filters=4, dropout_prob=0.0)
+    fast, plain = VNet(**kwargs), VNet(optimized=False, **kwargs)
+    plain.load_state_dict(fast.state_dict())
+    size = (32,) * spatial_dims
+    x = torch.randn(2, 1, *size)
+    y = torch.randint(0, 2, (2, *size))
+    for net in (fast, plain):
+        net.train()
+        torch.nn.functional.cross_entropy(net(x), y).backward()
+    assert fuse_small.count("norm") == 24 and fuse_small.count("add") == 8  # every norm-act and add-act
+    for (name, p), q in zip(fast.named_parameters(), plain.parameters()):
+        if name.endswith(("conv1.bias", "down_conv.bias", "up_conv.bias")):
+            continue  # a bias right before BatchNorm has a zero gradient in exact arithmetic: only rounding is left
+        torch.testing.assert_close(p.grad, q.grad, rtol=1e-3, atol=1e-3 * float(q.grad.abs().max()), msg=name)
+    for (name, a), b in zip(fast.named_buffers(), plain.buffers()):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5, msg=name)
+    fast.eval(), plain.eval()
+    with torch.no_grad():
+        calls = len(fuse_small)
+        torch.testing.assert_close(fast(x), plain(x), rtol=1e-4, atol=1e-4)
+        assert len(fuse_small) == calls  # inference never takes the fused path
+
+
+def test_monai_metatensor_inputs(fuse_small):
+    """MONAI's trainers feed MetaTensors; the compiled kernels get plain tensors and the gradients still flow."""
+    from monai.data import MetaTensor
+
+    torch.manual_seed(0)
+    fast, plain = VNet(init_filters=4, dropout_prob=0.0), VNet(init_filters=4, dropout_prob=0.0, optimized=False)
+    plain.load_state_dict(fast.state_dict())
+    x = torch.randn(2, 1, 32, 32, 32)
+    losses = []
+    for net, inp in ((fast, MetaTensor(x.clone())), (plain, x)):
+        loss = net(inp).float().square().mean()
+        loss.backward()
+        losses.append(float(loss.detach()))
+    assert fuse_small.count("norm") == 24
+    assert losses[0] == pytest.approx(losses[1], rel=1e-5)
+    torch.testing.assert_close(fast.in_tr.conv1.weight.grad, plain.in_tr.conv1.weight.grad, rtol=1e-3, atol=1e-4)
