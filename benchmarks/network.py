@@ -20,6 +20,7 @@ can run faster than the MKL matmul used as the peak.
     python benchmarks/network.py                      # batch 2, 80x80x64, fp32 + bf16, train + infer
     python benchmarks/network.py --tiny               # CI smoke run (seconds)
     python benchmarks/network.py --modes infer --dtypes fp32 --steps 7
+    python benchmarks/network.py --modes train --unfused   # also ours without networks.fused, same loop
 """
 
 from __future__ import annotations
@@ -41,7 +42,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from anywher
 
 from monai.networks.nets import VNet as MonaiVNet  # noqa: E402
 
-from networks import VNet, monai_vnet_to_ours  # noqa: E402
+from networks import VNet, fused, monai_vnet_to_ours  # noqa: E402
 from pipeline.device import autocast, describe, max_memory_allocated, setup_device, synchronize  # noqa: E402
 
 __all__ = ["Result", "main"]
@@ -88,6 +89,9 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--tiny", action="store_true", help=f"smoke run: size {TINY_SIZE}, batch 1, 1 warm-up, 2 steps")
     parser.add_argument("--compile", action="store_true",
                         help="torch.compile our model (MONAI's stays eager); compilation happens in the warm-up")
+    parser.add_argument("--unfused", action="store_true",
+                        help="also time ours without the fused BatchNorm/add + PReLU kernels (networks.fused), "
+                             "as a third model in the same loop")
     parser.add_argument("--json", type=Path, default=None, help="also write the results to this JSON file")
     args = parser.parse_args(argv)
     if args.tiny:
@@ -188,6 +192,23 @@ def make_step(net: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, train: boo
     return infer
 
 
+def _without_fusion(step: Callable[[], None]) -> Callable[[], None]:
+    """``step`` with ``networks.fused`` switched off (its environment variable) while it runs."""
+
+    def run() -> None:
+        old = os.environ.get(fused.ENV_DISABLE)
+        os.environ[fused.ENV_DISABLE] = "1"
+        try:
+            step()
+        finally:
+            if old is None:
+                del os.environ[fused.ENV_DISABLE]
+            else:
+                os.environ[fused.ENV_DISABLE] = old
+
+    return run
+
+
 def bench_setting(args: argparse.Namespace, device: torch.device, mode: str, dtype_name: str,
                   peaks: dict[str, float]) -> list[Result]:
     """Both models in one setting, steps interleaved; returns one Result per model."""
@@ -203,6 +224,10 @@ def bench_setting(args: argparse.Namespace, device: torch.device, mode: str, dty
     dtype = DTYPES[dtype_name]
     steps = {name: make_step(net.to(device), x, y, train, dtype, device)
              for name, net in (("monai", monai_net), ("ours", ours))}
+    if args.unfused:
+        unfused = VNet()
+        unfused.load_state_dict(monai_vnet_to_ours(monai_net.state_dict()))
+        steps["unfused"] = _without_fusion(make_step(unfused.to(device), x, y, train, dtype, device))
     peak_mib: dict[str, float | None] = {}
     for name, step in steps.items():  # warm-up; the last warm-up step also measures memory
         start = time.perf_counter()
@@ -236,12 +261,12 @@ def bench_setting(args: argparse.Namespace, device: torch.device, mode: str, dty
 
 def _report(results: list[Result], peaks: dict[str, float]) -> None:
     print("peak matmul: " + ", ".join(f"{k} {v / 1e9:.1f} GFLOP/s" for k, v in peaks.items()))
-    header = f"{'mode':5s} {'dtype':5s} {'model':6s} {'s/step':>7s} {'samples/s':>9s} {'peak MiB':>9s} {'GFLOP':>7s} " \
+    header = f"{'mode':5s} {'dtype':5s} {'model':7s} {'s/step':>7s} {'samples/s':>9s} {'peak MiB':>9s} {'GFLOP':>7s} " \
              f"{'MFU':>6s} {'ours/MONAI':>10s} {'(cpu time)':>10s}"
     print(header)
     for r in results:
         peak = "n/a" if r.peak_mib is None else f"{r.peak_mib:.0f}"
-        print(f"{r.mode:5s} {r.dtype:5s} {r.model:6s} {r.median_s:7.3f} {r.samples_per_s:9.3f} {peak:>9s} "
+        print(f"{r.mode:5s} {r.dtype:5s} {r.model:7s} {r.median_s:7.3f} {r.samples_per_s:9.3f} {peak:>9s} "
               f"{r.flops / 1e9:7.1f} {r.mfu:6.1%} {r.ratio:10.3f} {r.cpu_ratio:10.3f}")
 
 

@@ -35,6 +35,27 @@ def test_network_tiny_compares_both_models_in_every_setting(tmp_path):
     assert "all settings:" in proc.stdout and "peak matmul" in proc.stdout
 
 
+def test_unfused_adds_ours_without_the_fused_kernels_to_the_same_loop(tmp_path):
+    out = tmp_path / "network.json"
+    proc = _run([sys.executable, "benchmarks/network.py", "--tiny", "--modes", "train", "--dtypes", "fp32",
+                 "--unfused", "--json", str(out)])
+    results = {r["model"]: r for r in json.loads(out.read_text())}
+    assert set(results) == {"monai", "ours", "unfused"}
+    assert results["unfused"]["flops"] == results["ours"]["flops"] and results["unfused"]["samples_per_s"] > 0
+    assert "unfused" in proc.stdout
+
+
+def test_without_fusion_switches_the_kernels_off_only_during_the_step(monkeypatch):
+    sys.path.insert(0, str(REPO))
+    from benchmarks.network import _without_fusion
+    from networks import fused
+
+    monkeypatch.delenv(fused.ENV_DISABLE, raising=False)
+    seen = []
+    _without_fusion(lambda: seen.append(os.environ.get(fused.ENV_DISABLE)))()
+    assert seen == ["1"] and fused.ENV_DISABLE not in os.environ
+
+
 def test_gpu_script_reports_fps_against_the_seed(tmp_path):
     """benchmarks/gpu.sh on the CPU at a tiny size (no accelerator here): FPS lines for both models."""
     proc = _run(["bash", "benchmarks/gpu.sh"], DEVICE="cpu", STEPS="1", WARMUP="1", SIZE="32 32 32",
