@@ -177,3 +177,32 @@ def test_monai_metatensor_inputs(fuse_small):
     assert fuse_small.count("norm") == 24
     assert losses[0] == pytest.approx(losses[1], rel=1e-5)
     torch.testing.assert_close(fast.in_tr.conv1.weight.grad, plain.in_tr.conv1.weight.grad, rtol=1e-3, atol=1e-4)
+
+
+def test_first_use_leaves_the_global_rng_alone(fuse_small, monkeypatch):
+    """The compiler probe runs inside the first training step: drawing random numbers there would shift the dropout
+    masks of that run and break bitwise reproducibility and resume."""
+    monkeypatch.setitem(fused._state, "usable", None)
+    norm, act = _pair()
+    x = torch.linspace(-2, 2, 2 * 3 * 64).reshape(2, 3, 4, 4, 4).requires_grad_()
+    before = torch.get_rng_state()
+    fused.norm_act(x, norm, act).sum().backward()
+    assert fused._state["usable"] is True
+    assert torch.equal(torch.get_rng_state(), before)
+
+
+def test_fused_training_is_bitwise_reproducible(fuse_small, monkeypatch):
+    def train():
+        monkeypatch.setitem(fused._state, "usable", None)  # each run starts as a fresh process would
+        torch.manual_seed(0)
+        net = VNet(init_filters=4)  # with dropout
+        opt = torch.optim.Adam(net.parameters(), 1e-3)
+        x, y = torch.randn(2, 1, 32, 32, 32), torch.randint(0, 2, (2, 32, 32, 32))
+        for _ in range(2):
+            opt.zero_grad()
+            torch.nn.functional.cross_entropy(net(x), y).backward()
+            opt.step()
+        return net.state_dict()
+
+    first, second = train(), train()
+    assert all(torch.equal(first[k], second[k]) for k in first)
