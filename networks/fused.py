@@ -24,19 +24,33 @@ from __future__ import annotations
 
 import logging
 import os
+import time
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-__all__ = ["norm_act", "add_act", "may_fuse", "MIN_NUMEL", "ENV_DISABLE"]
+__all__ = ["norm_act", "add_act", "may_fuse", "MIN_NUMEL", "ENV_DISABLE", "ENV_MIN_NUMEL"]
 
 logger = logging.getLogger(__name__)
 
+ENV_DISABLE = "VNET_NO_FUSED"  # set to 1 to run the plain modules everywhere (debugging, A/B measurements)
+ENV_MIN_NUMEL = "VNET_FUSED_MIN_NUMEL"  # overrides MIN_NUMEL (tests use 0 to fuse tiny networks in whole runs)
+
+
+def _min_numel(default: int = 1 << 20) -> int:
+    """``MIN_NUMEL`` from the environment, or the default (with a warning) when it is not a non-negative integer."""
+    raw = os.environ.get(ENV_MIN_NUMEL, "")
+    if raw.strip().isdigit():
+        return int(raw)
+    if raw:
+        logger.warning("%s=%r is not a non-negative integer; using %d", ENV_MIN_NUMEL, raw, default)
+    return default
+
+
 # Below ~1 M elements (4 MiB in fp32) the eager passes run from cache and take well under a millisecond: the compile
 # (seconds) would not pay for itself in a short run, and small tensors gain least.
-MIN_NUMEL = 1 << 20
-ENV_DISABLE = "VNET_NO_FUSED"  # set to 1 to run the plain modules everywhere (debugging, A/B measurements)
+MIN_NUMEL = _min_numel()
 _BATCH_NORMS = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d)  # exact types: not SyncBatchNorm, not LazyBatchNorm
 
 _state = {"usable": None}  # None: not tried yet; True / False after the first attempt
@@ -103,8 +117,11 @@ def _run(name: str, *args):
     """
     if _state["usable"] is None:
         try:
+            start = time.perf_counter()
             _probe()
             _state["usable"] = True
+            logger.info("fused BatchNorm/add + PReLU kernels for CPU training compiled in %.1f s (networks.fused; "
+                        "%s=1 turns them off)", time.perf_counter() - start, ENV_DISABLE)
         except Exception as err:  # noqa: BLE001 - any compiler failure means: use the plain modules
             _state["usable"] = False
             logger.warning("fused BatchNorm+PReLU disabled, torch.compile failed on this machine (%s: %s); "
