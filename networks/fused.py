@@ -15,9 +15,12 @@ known to work: training on CPU (autograd recording, tensors of at least ``MIN_NU
 ``BatchNorm{1,2,3}d`` with a momentum, ``nn.PReLU``, and not while scripting, tracing, exporting or inside an outer
 ``torch.compile``. Anything else (instance / group norm, ELU, SyncBatchNorm, inference, GPUs) runs the modules as
 they are. If the compiler does not work on this machine (no C++ compiler, for instance), the first use logs one
-warning and every later call runs the modules.
+warning and every later call runs the modules; when it works, one INFO line says how long the compile took.
 
-Results equal the modules' to rounding (same maths; tests in ``tests/networks/test_fused.py``).
+Environment: ``VNET_NO_FUSED=1`` runs the plain modules everywhere; ``VNET_FUSED_MIN_NUMEL`` overrides ``MIN_NUMEL``.
+
+Results equal the modules' to rounding (same maths; tests in ``tests/networks/test_fused.py``), and runs stay
+bitwise reproducible (the kernels are deterministic and draw no random numbers; ``tests/bundle/test_resume.py``).
 """
 
 from __future__ import annotations
