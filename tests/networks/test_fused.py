@@ -212,3 +212,23 @@ def test_fused_training_is_bitwise_reproducible(fuse_small, monkeypatch):
 def test_min_numel_from_the_environment(monkeypatch, raw, expected):
     monkeypatch.setenv(fused.ENV_MIN_NUMEL, raw)
     assert fused._min_numel() == expected
+
+
+def test_no_cxx_compiler_trains_with_the_plain_modules(tmp_path):
+    """A real broken toolchain (no C++ compiler for Inductor): one warning line, the step still runs."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    code = ("import torch\nfrom networks import VNet, fused\nfused.MIN_NUMEL = 0\ntorch.manual_seed(0)\n"
+            "VNet(init_filters=4)(torch.randn(1, 1, 32, 32, 32)).sum().backward()\n"
+            "print('usable', fused._state['usable'])\n")
+    env = dict(os.environ, CXX=str(tmp_path / "no-such-g++"), TORCHINDUCTOR_CACHE_DIR=str(tmp_path / "cache"),
+               PYTHONPATH=str(Path(__file__).resolve().parents[2]), PYTHONWARNINGS="ignore")
+    env.pop(fused.ENV_DISABLE, None)
+    proc = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "usable False" in proc.stdout
+    warnings = [ln for ln in proc.stderr.splitlines() if "fused BatchNorm+PReLU disabled" in ln]
+    assert len(warnings) == 1 and "C++ compiler" in warnings[0]
