@@ -208,7 +208,8 @@ def test_fused_training_is_bitwise_reproducible(fuse_small, monkeypatch):
     assert all(torch.equal(first[k], second[k]) for k in first)
 
 
-@pytest.mark.parametrize(("raw", "expected"), [("", 1 << 20), ("0", 0), ("4096", 4096), ("-1", 1 << 20), ("x", 1 << 20)])
+@pytest.mark.parametrize(("raw", "expected"),
+                         [("", 1 << 20), ("0", 0), ("4096", 4096), ("-1", 1 << 20), ("x", 1 << 20)])
 def test_min_numel_from_the_environment(monkeypatch, raw, expected):
     monkeypatch.setenv(fused.ENV_MIN_NUMEL, raw)
     assert fused._min_numel() == expected
