@@ -8,14 +8,16 @@ turns each of them into one vectorised loop forward and one backward: a (4, 32, 
 and backward takes 0.21 s instead of 0.55 s (fp32) on 2 Zen 4 cores. Neither PyTorch nor MONAI ships a fused
 BatchNorm + PReLU, hence this module; the convolutions stay PyTorch's (oneDNN).
 
-Only the element-wise tail is compiled, as a function of tensors with dynamic shapes, so one compilation serves every
-stage of the network (a few seconds, once per process and dtype / memory layout; Inductor caches it on disk) and the
-compiled code never sees a module (no per-layer recompilation). The fused path is taken only where it pays and is
-known to work: training on CPU (autograd recording, tensors of at least ``MIN_NUMEL`` elements), plain
-``BatchNorm{1,2,3}d`` with a momentum, ``nn.PReLU``, and not while scripting, tracing, exporting or inside an outer
-``torch.compile``. Anything else (instance / group norm, ELU, SyncBatchNorm, inference, GPUs) runs the modules as
-they are. If the compiler does not work on this machine (no C++ compiler, for instance), the first use logs one
-warning and every later call runs the modules; when it works, one INFO line says how long the compile took.
+Only the element-wise tail is compiled, as functions of tensors with dynamic shapes, so one compiled graph serves
+every stage width and size (a few seconds per variant: dtype, memory layout, batch size 1; Inductor caches them on
+disk) and the compiled code never sees a module (no per-layer recompilation). The fused path is taken only where it
+pays and is known to work: training on CPU (autograd recording, tensors of at least ``MIN_NUMEL`` elements), plain
+``BatchNorm{1,2,3}d`` with a momentum, ``nn.PReLU``, modules without hooks, and not while scripting, tracing,
+exporting or inside an outer ``torch.compile``. Anything else (instance / group norm, ELU, SyncBatchNorm, inference,
+GPUs) runs the modules as they are. AMP O2's fp32 norms (``pipeline.device.keep_norm_in_fp32``) still fuse: the
+kernel normalises in fp32 as they do. If the compiler does not work on this machine (no C++ compiler, for instance),
+the first failure logs one warning and every later call runs the modules; when it works, one INFO line says how long
+the first compile took.
 
 Environment: ``VNET_NO_FUSED=1`` runs the plain modules everywhere; ``VNET_FUSED_MIN_NUMEL`` overrides ``MIN_NUMEL``.
 
@@ -27,13 +29,14 @@ from __future__ import annotations
 
 import logging
 import os
+import threading
 import time
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-__all__ = ["norm_act", "add_act", "may_fuse", "MIN_NUMEL", "ENV_DISABLE", "ENV_MIN_NUMEL"]
+__all__ = ["norm_act", "add_act", "may_fuse", "MIN_NUMEL", "RECOMPILE_LIMIT", "ENV_DISABLE", "ENV_MIN_NUMEL"]
 
 logger = logging.getLogger(__name__)
 
@@ -56,33 +59,54 @@ def _min_numel(default: int = 1 << 20) -> int:
 MIN_NUMEL = _min_numel()
 _BATCH_NORMS = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d)  # exact types: not SyncBatchNorm, not LazyBatchNorm
 
+RECOMPILE_LIMIT = 64  # Dynamo's default (8 per function) is too few, see _kernel
 _state = {"usable": None}  # None: not tried yet; True / False after the first attempt
+_first_use = threading.Lock()
 
 
 def _batch_norm_prelu(
-    x: torch.Tensor, residual: torch.Tensor | None, running_mean: torch.Tensor | None,
-    running_var: torch.Tensor | None, weight: torch.Tensor | None, bias: torch.Tensor | None, use_batch_stats: bool,
-    momentum: float, eps: float, slope: torch.Tensor,
+    x: torch.Tensor, running_mean: torch.Tensor | None, running_var: torch.Tensor | None,
+    weight: torch.Tensor | None, bias: torch.Tensor | None, use_batch_stats: bool, momentum: float, eps: float,
+    slope: torch.Tensor,
+) -> torch.Tensor:
+    return F.prelu(F.batch_norm(x, running_mean, running_var, weight, bias, use_batch_stats, momentum, eps), slope)
+
+
+def _batch_norm_add_prelu(
+    x: torch.Tensor, residual: torch.Tensor, running_mean: torch.Tensor | None, running_var: torch.Tensor | None,
+    weight: torch.Tensor | None, bias: torch.Tensor | None, use_batch_stats: bool, momentum: float, eps: float,
+    slope: torch.Tensor,
 ) -> torch.Tensor:
     y = F.batch_norm(x, running_mean, running_var, weight, bias, use_batch_stats, momentum, eps)
-    if residual is not None:
-        y = y + residual
-    return F.prelu(y, slope)
+    return F.prelu(y + residual, slope)
 
 
 def _add_prelu(a: torch.Tensor, b: torch.Tensor, slope: torch.Tensor) -> torch.Tensor:
     return F.prelu(a + b, slope)
 
 
+_FUNCTIONS = {"norm": _batch_norm_prelu, "norm_add": _batch_norm_add_prelu, "add": _add_prelu}
 _compiled: dict[str, object] = {}
 
 
 def _kernel(name: str):
-    """The compiled version of ``_batch_norm_prelu`` / ``_add_prelu`` (compiled lazily, at first call)."""
+    """The compiled version of one of ``_FUNCTIONS`` (compiled lazily, at its first call).
+
+    One compiled graph serves every channel count and spatial size (dynamic shapes), but Dynamo still compiles a
+    variant per autocast state, memory layout (the channels-last stage), number of dimensions and batch size 1
+    (size-1 dimensions are specialised): a job mixing fp32 and bf16 with a batch-1 tail needs ~8 variants of one
+    function, Dynamo's default limit, past which it would run eager with a warning. Calls therefore run under a
+    higher ``recompile_limit`` (read by Dynamo at the call, so nothing global changes).
+    """
     if name not in _compiled:
-        fn = {"norm": _batch_norm_prelu, "add": _add_prelu}[name]
-        _compiled[name] = torch.compile(fn, dynamic=True)
-    return _compiled[name]
+        _compiled[name] = torch.compile(_FUNCTIONS[name], dynamic=True)
+    compiled = _compiled[name]
+
+    def call(*args):
+        with torch._dynamo.config.patch(recompile_limit=RECOMPILE_LIMIT):
+            return compiled(*args)
+
+    return call
 
 
 def _dynamic(param: torch.Tensor | None) -> torch.Tensor | None:
@@ -92,10 +116,31 @@ def _dynamic(param: torch.Tensor | None) -> torch.Tensor | None:
     return None if param is None else param.view(param.shape)
 
 
+def _plain(module: nn.Module) -> bool:
+    """Whether the module's call is nothing but its class's ``forward``: no hooks, no instance ``forward``.
+
+    The fused path computes the module's maths without calling it, so hooks (and patched forwards) would be skipped.
+    The one instance forward accepted is one that declares ``computes_in_fp32`` (``pipeline.device``'s AMP O2 norm
+    wrapper): the compiled kernel computes the normalisation in fp32 anyway, and returns the input's dtype.
+    """
+    forward = module.__dict__.get("forward")
+    return (
+        not (module._forward_hooks or module._forward_pre_hooks or module._backward_hooks
+             or module._backward_pre_hooks)
+        and (forward is None or getattr(forward, "computes_in_fp32", False))
+    )
+
+
+def _no_global_hooks() -> bool:
+    hooks = torch.nn.modules.module
+    return not (hooks._global_forward_hooks or hooks._global_forward_pre_hooks or hooks._global_backward_hooks
+                or hooks._global_backward_pre_hooks)
+
+
 def may_fuse(x: torch.Tensor) -> bool:
     """Whether the fused path may run for a block whose input is ``x``: CPU, autograd recording, plain eager mode
     (not tracing, exporting or inside an outer ``torch.compile``), not disabled. :func:`norm_act` and :func:`add_act`
-    check the rest (module types, tensor size)."""
+    check the rest (module types and hooks, tensor size)."""
     return (
         _state["usable"] is not False
         and x.is_cpu
@@ -109,44 +154,61 @@ def may_fuse(x: torch.Tensor) -> bool:
 
 def _wanted(x: torch.Tensor, act: nn.Module) -> bool:
     """Whether this call should take the fused path (before asking whether the compiler works)."""
-    return type(act) is nn.PReLU and x.requires_grad and x.numel() >= MIN_NUMEL and may_fuse(x)
+    return (type(act) is nn.PReLU and x.requires_grad and x.numel() >= MIN_NUMEL and may_fuse(x) and _plain(act)
+            and _no_global_hooks())
+
+
+def _disable(err: Exception) -> None:
+    _state["usable"] = False
+    message = str(err).splitlines()[0] if str(err) else ""
+    logger.warning("fused BatchNorm+PReLU disabled, torch.compile failed on this machine (%s: %s); training runs the "
+                   "plain modules (slower, same results)", type(err).__name__, message)
 
 
 def _run(name: str, *args):
-    """Call a compiled kernel; on the first failure log why and disable the fused path for this process.
+    """Call a compiled kernel; on a failure log why once, disable the fused path for this process and return None.
 
-    The first call also compiles the backward (``torch.compile`` compiles it lazily), on a small probe, so that a
-    broken compiler shows up here and not in the middle of ``loss.backward()``.
+    The first call compiles and runs both kernels forward and backward on a small probe (``torch.compile`` compiles the
+    backward lazily), so that a broken compiler shows up here and not in the middle of ``loss.backward()``. Later
+    variants (autocast, layout, batch size 1) compile at their first forward; a failure there is caught too. Only a
+    failure to compile a later variant's backward (after its forward compiled) would surface in ``backward()``.
     """
     if _state["usable"] is None:
-        try:
-            start = time.perf_counter()
-            _probe()
-            _state["usable"] = True
-            logger.info("fused BatchNorm/add + PReLU kernels for CPU training compiled in %.1f s (networks.fused; "
-                        "%s=1 turns them off)", time.perf_counter() - start, ENV_DISABLE)
-        except Exception as err:  # noqa: BLE001 - any compiler failure means: use the plain modules
-            _state["usable"] = False
-            logger.warning("fused BatchNorm+PReLU disabled, torch.compile failed on this machine (%s: %s); "
-                           "training runs the plain modules (slower, same results)", type(err).__name__,
-                           str(err).splitlines()[0] if str(err) else "")
-            return None
+        with _first_use:
+            if _state["usable"] is None:
+                try:
+                    start = time.perf_counter()
+                    _probe()
+                    _state["usable"] = True
+                    logger.info("fused BatchNorm/add + PReLU kernels for CPU training compiled in %.1f s "
+                                "(networks.fused; %s=1 turns them off)", time.perf_counter() - start, ENV_DISABLE)
+                except Exception as err:  # noqa: BLE001 - any compiler failure means: use the plain modules
+                    _disable(err)
+    if not _state["usable"]:
+        return None
     # plain tensors in: a tensor subclass such as MONAI's MetaTensor (what MONAI's trainers feed the network) runs
     # its __torch_function__ inside the compiled autograd function and fails there; MONAI's trainers strip it for
-    # their own ``compile=True`` as well. ``as_subclass`` keeps the autograd graph; the result is a plain tensor.
+    # their own ``compile=True`` as well. ``as_subclass`` keeps the autograd graph; the result is a plain tensor
+    # (a MetaTensor input gives a plain-tensor output in fused training; nothing in training reads its metadata).
     args = tuple(a.as_subclass(torch.Tensor) if isinstance(a, torch.Tensor) and type(a) is not torch.Tensor
                  and not isinstance(a, nn.Parameter) else a for a in args)
-    return _kernel(name)(*args)
+    try:
+        return _kernel(name)(*args)
+    except Exception as err:  # noqa: BLE001 - the plain modules rerun it, raising any genuine error themselves
+        _disable(err)
+        return None
 
 
 def _probe() -> None:
-    """Compile and run both kernels forward and backward on small tensors (raises if the compiler fails)."""
+    """Compile and run the kernels forward and backward on small tensors shaped like real calls (raises if the
+    compiler fails); the compiled variants (fp32, NCDHW, parameters' views requiring grad) are reused afterwards."""
     # no random numbers: the probe runs inside the first training step and must not shift the global RNG stream
     # (dropout masks, and so bitwise reproducibility and resume)
     x = torch.linspace(-1.0, 1.0, 2 * 3 * 4 * 4 * 4).reshape(2, 3, 4, 4, 4).requires_grad_()
-    slope = torch.full((3,), 0.25, requires_grad=True)
-    y = _kernel("norm")(x, None, torch.zeros(3), torch.ones(3), torch.ones(3), torch.zeros(3), True, 0.1, 1e-5, slope)
-    y = _kernel("add")(y, x, slope)
+    weight, bias, slope = (torch.full((3,), v, requires_grad=True) for v in (1.0, 0.0, 0.25))
+    y = _kernel("norm")(x, torch.zeros(3), torch.ones(3), _dynamic(weight), _dynamic(bias), True, 0.1, 1e-5,
+                        _dynamic(slope))
+    y = _kernel("add")(y, x, _dynamic(slope))
     y.sum().backward()
 
 
@@ -162,13 +224,15 @@ def norm_act(x: torch.Tensor, norm: nn.Module, act: nn.Module, residual: torch.T
     Returns:
         Same shape as ``x``.
     """
-    if type(norm) in _BATCH_NORMS and norm.momentum is not None and _wanted(x, act):
+    if type(norm) in _BATCH_NORMS and norm.momentum is not None and _plain(norm) and _wanted(x, act):
+        norm._check_input_dim(x)  # the module's own error for a wrong rank
         use_batch_stats = norm.training or norm.running_mean is None
         track = norm.training and norm.track_running_stats and norm.num_batches_tracked is not None
         keep_stats = not norm.training or norm.track_running_stats
-        out = _run("norm", x, residual, norm.running_mean if keep_stats else None,
-                   norm.running_var if keep_stats else None, _dynamic(norm.weight), _dynamic(norm.bias),
-                   use_batch_stats, norm.momentum, norm.eps, _dynamic(act.weight))
+        stats = (norm.running_mean if keep_stats else None, norm.running_var if keep_stats else None)
+        rest = (_dynamic(norm.weight), _dynamic(norm.bias), use_batch_stats, norm.momentum, norm.eps,
+                _dynamic(act.weight))
+        out = _run("norm", x, *stats, *rest) if residual is None else _run("norm_add", x, residual, *stats, *rest)
         if out is not None:
             if track:
                 norm.num_batches_tracked.add_(1)

@@ -544,6 +544,10 @@ class _Fp32NormForward:
     are on a device's low-precision cast list differs between backends.
     """
 
+    # networks.fused may replace this norm's call by its compiled kernel, which normalises in fp32 and returns the
+    # input's dtype, as this wrapper does
+    computes_in_fp32 = True
+
     def __init__(self, module: nn.Module) -> None:
         self.module = module
 

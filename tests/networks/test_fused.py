@@ -13,18 +13,31 @@ from networks import VNet, fused
 
 @pytest.fixture
 def fuse_small(monkeypatch):
-    """Fuse every size (the real threshold keeps tiny test tensors on the plain path); count compiled calls."""
+    """Fuse every size (the real threshold keeps tiny test tensors on the plain path), with the compiler taken as
+    working (a failure then fails the test instead of falling back); returns the names of the compiled kernels that
+    ran and returned, in order."""
     monkeypatch.setattr(fused, "MIN_NUMEL", 0)
     monkeypatch.delenv(fused.ENV_DISABLE, raising=False)
+    monkeypatch.setitem(fused._state, "usable", True)
     calls = []
-    real_run = fused._run
+    real_kernel = fused._kernel
 
-    def counting_run(name, *args):
-        calls.append(name)
-        return real_run(name, *args)
+    def spy(name):
+        kernel = real_kernel(name)
 
-    monkeypatch.setattr(fused, "_run", counting_run)
+        def call(*args):
+            out = kernel(*args)
+            calls.append(name)
+            return out
+
+        return call
+
+    monkeypatch.setattr(fused, "_kernel", spy)
     return calls
+
+
+def _norms(calls):
+    return sum(name in ("norm", "norm_add") for name in calls)
 
 
 def _pair(channels=3, momentum=0.1, affine=True, track=True):
@@ -59,7 +72,7 @@ def test_norm_act_equals_the_modules(fuse_small, residual, training, affine):
     y_plain = plain_act(plain_norm(x) + (res if residual else 0))
     torch.manual_seed(1)
     y_fast = fused.norm_act(x, fast_norm, fast_act, res)
-    assert fuse_small == ["norm"]
+    assert fuse_small == (["norm_add"] if residual else ["norm"])
     torch.testing.assert_close(y_fast, y_plain, rtol=1e-5, atol=1e-5)
     torch.manual_seed(2)
     g_plain = _grads(x, y_plain, plain_norm, plain_act)
@@ -94,7 +107,15 @@ def test_bf16_autocast_stays_within_bf16_rounding(fuse_small):
         y_plain = plain_act(plain_norm(x))
         y_fast = fused.norm_act(x, fast_norm, fast_act)
     assert fuse_small == ["norm"]
+    assert y_fast.dtype == y_plain.dtype == torch.bfloat16
     torch.testing.assert_close(y_fast.float(), y_plain.float(), rtol=2e-2, atol=2e-2)
+    g = torch.randn_like(y_plain)
+    for a, b in zip(torch.autograd.grad(y_fast, [x, fast_norm.weight, fast_act.weight], g),
+                    torch.autograd.grad(y_plain, [x, plain_norm.weight, plain_act.weight], g)):
+        assert a.dtype == b.dtype
+        torch.testing.assert_close(a.float(), b.float(), rtol=3e-2, atol=3e-2 * float(b.abs().max()))
+    torch.testing.assert_close(fast_norm.running_mean, plain_norm.running_mean, rtol=1e-2, atol=1e-3)
+    torch.testing.assert_close(fast_norm.running_var, plain_norm.running_var, rtol=1e-2, atol=1e-3)
 
 
 def test_plain_path_where_fusing_does_not_apply(fuse_small, monkeypatch):
@@ -110,9 +131,81 @@ def test_plain_path_where_fusing_does_not_apply(fuse_small, monkeypatch):
     monkeypatch.setenv(fused.ENV_DISABLE, "1")
     fused.norm_act(x, norm, act)
     monkeypatch.delenv(fused.ENV_DISABLE)
+    hooked = nn.BatchNorm3d(3)
+    hooked.register_forward_hook(lambda *_: fuse_small.append("hook"))
+    fused.norm_act(x, hooked, act)  # hooks must fire: plain module call
+    patched = nn.BatchNorm3d(3)
+    patched.forward = lambda t: t  # an instance forward that is not the class's maths
+    assert torch.equal(fused.norm_act(x, patched, nn.PReLU(3, init=1.0)), x)
     monkeypatch.setattr(fused, "MIN_NUMEL", x.numel() + 1)  # small tensors
     fused.norm_act(x, norm, act)
-    assert fuse_small == []
+    assert fuse_small == ["hook"]
+    monkeypatch.setattr(fused, "MIN_NUMEL", 0)
+    fused.norm_act(x, norm, act)  # positive control: the same call fuses once nothing stands in the way
+    assert fuse_small == ["hook", "norm"]
+
+
+def test_amp_o2_norms_still_fuse(fuse_small):
+    """pipeline.device.keep_norm_in_fp32 (AMP O2) patches the norms' forward; the kernel normalises in fp32 too."""
+    from pipeline.device import keep_norm_in_fp32
+
+    x = torch.randn(2, 3, 4, 6, 5).to(torch.bfloat16).requires_grad_()
+    (plain_norm, plain_act), (fast_norm, fast_act) = _pair(), _pair()
+    keep_norm_in_fp32(plain_norm), keep_norm_in_fp32(fast_norm)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        y_plain = plain_act(plain_norm(x))
+        y_fast = fused.norm_act(x, fast_norm, fast_act)
+    assert fuse_small == ["norm"] and y_fast.dtype == y_plain.dtype
+    torch.testing.assert_close(y_fast.float(), y_plain.float(), rtol=2e-2, atol=2e-2)
+
+
+def test_wrong_rank_gets_the_modules_error(fuse_small):
+    norm, act = _pair()
+    with pytest.raises(ValueError, match="expected 5D input"):
+        fused.norm_act(torch.randn(2, 3, 4, 4, requires_grad=True), norm, act)
+
+
+def test_a_compile_failure_after_the_probe_falls_back_too(fuse_small, monkeypatch, caplog):
+    def broken_kernel(name):
+        def call(*args):
+            raise RuntimeError("InductorError: InvalidCxxCompiler: gone\nmore")
+
+        return call
+
+    monkeypatch.setattr(fused, "_kernel", broken_kernel)
+    x = torch.randn(2, 3, 4, 4, 4, requires_grad=True)
+    (plain_norm, plain_act), (norm, act) = _pair(), _pair()
+    with caplog.at_level(logging.WARNING, logger="networks.fused"):
+        y = fused.norm_act(x, norm, act)
+        fused.add_act(x, x, act)
+    torch.testing.assert_close(y, plain_act(plain_norm(x)))
+    assert [r.getMessage().count("InvalidCxxCompiler: gone") for r in caplog.records] == [1]
+    assert fused._state["usable"] is False and int(norm.num_batches_tracked) == 1
+
+
+def test_many_variants_stay_compiled(fuse_small):
+    """fp32 / bf16 x NCDHW / channels-last x batch 2 / 1, and 2-D: more variants than Dynamo's default limit of 8."""
+    norm, act = _pair()
+    norm2d = nn.BatchNorm2d(3)
+    messages = []
+    handler = logging.Handler(logging.WARNING)
+    handler.emit = lambda record: messages.append(record.getMessage())
+    torch_logger = logging.getLogger("torch._dynamo.convert_frame")  # where Dynamo warns; torch's loggers do not
+    # propagate to the root logger, so pytest's caplog would not see it
+    torch_logger.addHandler(handler)
+    try:
+        for amp in (False, True):
+            for layout in (torch.contiguous_format, torch.channels_last_3d):
+                for batch in (2, 1):
+                    x = torch.randn(batch, 3, 4, 4, 4).contiguous(memory_format=layout).requires_grad_()
+                    with torch.autocast("cpu", dtype=torch.bfloat16, enabled=amp):
+                        fused.norm_act(x, norm, act).sum().backward()
+            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=amp):
+                fused.norm_act(torch.randn(2, 3, 4, 4, requires_grad=True), norm2d, act).sum().backward()
+    finally:
+        torch_logger.removeHandler(handler)
+    assert fuse_small == ["norm"] * 10
+    assert not [m for m in messages if "recompile_limit" in m]
 
 
 def test_a_broken_compiler_falls_back_once_with_a_warning(fuse_small, monkeypatch, caplog):
@@ -147,7 +240,7 @@ def test_vnet_training_step_equals_the_plain_network(fuse_small, spatial_dims):
     for net in (fast, plain):
         net.train()
         torch.nn.functional.cross_entropy(net(x), y).backward()
-    assert fuse_small.count("norm") == 24 and fuse_small.count("add") == 8  # every norm-act and add-act
+    assert _norms(fuse_small) == 24 and fuse_small.count("add") == 8  # every norm-act and add-act
     for (name, p), q in zip(fast.named_parameters(), plain.parameters()):
         if name.endswith(("conv1.bias", "down_conv.bias", "up_conv.bias")):
             continue  # a bias right before BatchNorm has a zero gradient in exact arithmetic: only rounding is left
@@ -174,7 +267,7 @@ def test_monai_metatensor_inputs(fuse_small):
         loss = net(inp).float().square().mean()
         loss.backward()
         losses.append(float(loss.detach()))
-    assert fuse_small.count("norm") == 24
+    assert _norms(fuse_small) == 24
     assert losses[0] == pytest.approx(losses[1], rel=1e-5)
     torch.testing.assert_close(fast.in_tr.conv1.weight.grad, plain.in_tr.conv1.weight.grad, rtol=1e-3, atol=1e-4)
 
@@ -205,6 +298,7 @@ def test_fused_training_is_bitwise_reproducible(fuse_small, monkeypatch):
         return net.state_dict()
 
     first, second = train(), train()
+    assert fused._state["usable"] is True and _norms(fuse_small) >= 2 * 2 * 24  # the runs were fused
     assert all(torch.equal(first[k], second[k]) for k in first)
 
 
