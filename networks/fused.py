@@ -64,6 +64,8 @@ _state = {"usable": None}  # None: not tried yet; True / False after the first a
 _first_use = threading.Lock()
 
 
+# Two near-copies on purpose: separate code objects get separate Dynamo caches, so "with residual" and "without" do not
+# share one recompile budget or guard on ``residual is None``.
 def _batch_norm_prelu(
     x: torch.Tensor, running_mean: torch.Tensor | None, running_var: torch.Tensor | None,
     weight: torch.Tensor | None, bias: torch.Tensor | None, use_batch_stats: bool, momentum: float, eps: float,
