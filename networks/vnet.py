@@ -326,7 +326,7 @@ class VNet(nn.Module):
     instead of a repeated copy, a narrow output head (out_channels <= 3) uses a tap-folded 5^d convolution and a
     batched matmul for its 1^d convolution, in 3-D the last up stage and the head run channels-last, and in CPU
     training every BatchNorm -> PReLU and residual add -> PReLU runs as one ``torch.compile``-generated kernel
-    forward and backward (``networks.fused``: compiled once per process in a few seconds; ``VNET_NO_FUSED=1`` turns
+    forward and backward (``networks.fused``: compiled once per process, ~6 s with a warm cache; ``VNET_NO_FUSED=1`` turns
     it off). Same multiply-adds, different summation order, so fp32 outputs equal the plain path to rounding; the
     logits are contiguous either way. Parameters and state dict are the same either way; ``optimized=False`` is the
     plain, MONAI-like computation.
