@@ -9,15 +9,15 @@ and backward takes 0.21 s instead of 0.55 s (fp32) on 2 Zen 4 cores. Neither PyT
 BatchNorm + PReLU, hence this module; the convolutions stay PyTorch's (oneDNN).
 
 Only the element-wise tail is compiled, as functions of tensors with dynamic shapes, so one compiled graph serves
-every stage width and size (variants per dtype, memory layout, batch size 1; a reference-width training job
-compiles for ~35 s on 2 cores the first time, ~6 s per process from Inductor's disk cache) and the compiled code
-never sees a module (no per-layer recompilation). The fused path is taken only where it pays and is known to work: training on CPU (autograd recording, tensors of at least ``MIN_NUMEL`` elements), plain
-``BatchNorm{1,2,3}d`` with a momentum, ``nn.PReLU``, modules without hooks, and not while scripting, tracing,
-exporting or inside an outer ``torch.compile``. Anything else (instance / group norm, ELU, SyncBatchNorm, inference,
-GPUs) runs the modules as they are. AMP O2's fp32 norms (``pipeline.device.keep_norm_in_fp32``) still fuse: the
-kernel normalises in fp32 as they do. If the compiler does not work on this machine (no C++ compiler, for instance),
-the first failure logs one warning and every later call runs the modules; when it works, one INFO line says how long
-the first compile took.
+every stage width and size (variants per dtype, memory layout, batch size 1; a reference-width training job compiles
+for ~35 s on 2 cores the first time, ~6 s per process from Inductor's disk cache) and the compiled code never sees a
+module (no per-layer recompilation). The fused path is taken only where it pays and is known to work: training on CPU
+(autograd recording, tensors of at least ``MIN_NUMEL`` elements), plain ``BatchNorm{1,2,3}d`` with a momentum,
+``nn.PReLU``, modules without hooks, and not while scripting, tracing, exporting or inside an outer ``torch.compile``.
+Anything else (instance / group norm, ELU, SyncBatchNorm, inference, GPUs) runs the modules as they are. AMP O2's fp32
+norms (``pipeline.device.keep_norm_in_fp32``) still fuse: the kernel normalises in fp32 as they do. If the compiler
+does not work on this machine (no C++ compiler, for instance), the first failure logs one warning and every later call
+runs the modules; when it works, one INFO line says how long the first compile took.
 
 Environment: ``VNET_NO_FUSED=1`` runs the plain modules everywhere; ``VNET_FUSED_MIN_NUMEL`` overrides ``MIN_NUMEL``.
 
