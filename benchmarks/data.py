@@ -1,8 +1,8 @@
 """Benchmark (not a test): the training input pipeline against the training step it feeds.
 
 Builds the training dataset exactly as ``bundle/configs/train.json`` does (``train#dataset``: a
-:class:`pipeline.data.FlattenedDataset` over the deterministic preprocessing + octants, with the per-sample
-intensity transforms), on synthetic LUNA16 cases written by :func:`pipeline.synthetic.generate_dataset`, and
+:class:`pipeline.data.datasets.FlattenedDataset` over the deterministic preprocessing + octants, with the per-sample
+intensity transforms), on synthetic LUNA16 cases written by :func:`pipeline.data.synthetic.generate_dataset`, and
 measures, side by side in one run:
 
 1. cache build: seconds per case (wall time of building ``train#dataset``, the config's ``cache_workers``
@@ -59,12 +59,12 @@ from monai.transforms import CastToTyped, Compose
 from network import make_step
 from segment import cpu_name
 
-from pipeline.luna16 import find_cases
-from pipeline.synthetic import generate_dataset
+from pipeline.config import config_file, load_config
+from pipeline.data.luna16 import find_cases
+from pipeline.data.synthetic import generate_dataset
 
 __all__ = ["CacheResult", "LoaderResult", "StepResult", "build_dataset", "main"]
 
-TRAIN_CONFIG = REPO / "bundle" / "configs" / "train.json"
 VARIANTS = ("memory-int16", "memory-float32", "disk-int16", "disk-float32")
 DEFAULT_VARIANTS = ("memory-int16", "memory-float32", "disk-int16")
 GOAL_RATIO = 4.0  # loader at least 4x faster than the step (issue 7)
@@ -156,10 +156,7 @@ def write_cases(root: Path, cases: int, tiny: bool) -> list[dict[str, str]]:
 
 
 def _config(overrides: dict[str, Any]) -> ConfigParser:
-    parser = ConfigParser()
-    parser.read_config(str(TRAIN_CONFIG))
-    parser.update(overrides)
-    return parser
+    return load_config(config_file("train.json"), overrides)
 
 
 def _names(transform: Any) -> list[str]:

@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
-# Accelerator throughput (issue 7, item 5): the seed's FPS = batch x devices / iteration time, at batch 4,
+# Accelerator throughput: the reference's FPS = batch x devices / iteration time, at batch 4,
 # 64x80x80 (Z, Y, X; our --size is X Y Z = 80 80 64), AMP, for our V-Net and MONAI's, side by side in one run
 # (benchmarks/network.py: same weights, steps of the two models alternated, medians). One device, so FPS is the
-# training step's samples/s. The seed's 1-NPU figures: 17.93 FPS (PyTorch 1.5), 38.79 FPS (PyTorch 1.8); the
+# training step's samples/s. The reference's 1-NPU figures: 17.93 FPS (PyTorch 1.5), 38.79 FPS (PyTorch 1.8); the
 # goal on one H100 is >= 10x the first, 179.3 FPS.
 #
 #   bash benchmarks/gpu.sh                         # cuda (or npu, or cpu), fp16 + bf16 AMP and fp32, 20 steps
@@ -19,7 +19,7 @@ WARMUP=${WARMUP:-5}
 SIZE=${SIZE:-80 80 64}
 DTYPES=${DTYPES:-fp16 bf16 fp32}
 OUT=${OUT:-$(mktemp -d)}
-SEED_FPS=17.93
+REFERENCE_FPS=17.93
 if [ "$DEVICE" = auto ] && [ "$(python -c 'from pipeline.device import setup_device; print(setup_device("auto").type)')" = cpu ]; then
     echo "error: no CUDA or NPU device found (DEVICE=auto); for a CPU smoke run set DEVICE=cpu DTYPES=\"bf16 fp32\"" >&2
     exit 2
@@ -28,10 +28,10 @@ command -v nvidia-smi >/dev/null && nvidia-smi --query-gpu=name,memory.total,dri
 # shellcheck disable=SC2086  # SIZE and DTYPES are lists
 python benchmarks/network.py --device "$DEVICE" --batch 4 --size $SIZE --modes train --dtypes $DTYPES \
     --steps "$STEPS" --warmup "$WARMUP" --json "$OUT/gpu.json"
-python - "$OUT/gpu.json" "$SEED_FPS" <<'PY'
+python - "$OUT/gpu.json" "$REFERENCE_FPS" <<'PY'
 import json, sys
-results, seed = json.load(open(sys.argv[1])), float(sys.argv[2])
-print(f"\nFPS (batch 4 x 1 device / median step time), seed 1p NPU = {seed}:")
+results, reference = json.load(open(sys.argv[1])), float(sys.argv[2])
+print(f"\nFPS (batch 4 x 1 device / median step time), reference 1p NPU = {reference}:")
 for r in results:
-    print(f"  {r['model']:5s} {r['dtype']:4s} FPS {r['samples_per_s']:8.2f}  x seed {r['samples_per_s'] / seed:6.2f}")
+    print(f"  {r['model']:5s} {r['dtype']:4s} FPS {r['samples_per_s']:8.2f}  x reference {r['samples_per_s'] / reference:6.2f}")
 PY

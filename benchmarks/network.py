@@ -53,7 +53,7 @@ TINY_SIZE = (32, 32, 32)  # small, but training BatchNorm still sees 8 values pe
 MATMUL_SIZE = 2048  # square matmul for the machine peak (about 17 GFLOP, a few tenths of a second on 2 cores)
 MATMUL_REPEATS = 5
 LEARNING_RATE = 1e-4  # the reference's Adam lr
-DTYPES = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}  # fp16: with a GradScaler, as the seed's apex O2
+DTYPES = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}  # fp16: with a GradScaler, as the reference's apex O2
 MIB = 2**20
 
 
@@ -83,7 +83,8 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
                         help="timed steps per model and setting (default 2, to stay near 3 minutes on 2 cores)")
     parser.add_argument("--warmup", type=int, default=1, help="untimed steps per model first (default 1, >= 1)")
     parser.add_argument("--device", default="cpu", help="cpu | cuda | npu | auto (default cpu)")
-    parser.add_argument("--dtypes", nargs="+", choices=sorted(DTYPES), default=["fp32", "bf16"])
+    parser.add_argument("--dtypes", nargs="+", choices=sorted(DTYPES), default=None,
+                        help="precisions (default fp32 bf16; fp32 alone on a CPU without native bf16, see below)")
     parser.add_argument("--modes", nargs="+", choices=["train", "infer"], default=["train", "infer"])
     parser.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (default: torch's choice)")
     parser.add_argument("--tiny", action="store_true", help=f"smoke run: size {TINY_SIZE}, batch 1, 1 warm-up, 2 steps")
@@ -99,6 +100,21 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
     if any(s % 16 for s in args.size) or args.batch < 1 or args.steps < 1 or args.warmup < 1:
         parser.error("--size must be multiples of 16; --batch, --steps and --warmup at least 1")
     return args
+
+
+def native_bf16(device: torch.device) -> bool:
+    """Whether bf16 convolutions run natively: always off the CPU; on a CPU only with oneDNN bf16 support
+    (AVX512-BF16 or AMX). Without it oneDNN emulates them, a 5^3 convolution forward about 300x slower than fp32
+    (benchmarks/NOTES.md), so timing bf16 there measures the emulation, not the network."""
+    if device.type != "cpu":
+        return True
+    supported = getattr(torch.ops.mkldnn, "_is_mkldnn_bf16_supported", None)
+    return True if supported is None else bool(supported())
+
+
+def default_dtypes(device: torch.device) -> list[str]:
+    """fp32 and bf16, or fp32 alone on a CPU without native bf16 (:func:`native_bf16`)."""
+    return ["fp32", "bf16"] if native_bf16(device) else ["fp32"]
 
 
 def matmul_peak(device: torch.device, dtype: torch.dtype) -> float:
@@ -278,6 +294,11 @@ def main(argv: list[str] | None = None) -> list[Result]:
     device = setup_device(args.device)
     print(f"device {describe(device)}, torch {torch.__version__}, threads {torch.get_num_threads()}, "
           f"batch {args.batch}, size {tuple(args.size)}, warm-up {args.warmup}, steps {args.steps}", flush=True)
+    if args.dtypes is None:
+        args.dtypes = default_dtypes(device)
+        if "bf16" not in args.dtypes:
+            print("bf16 left out: this CPU has no native bf16 (oneDNN emulates it, ~300x slower than fp32); "
+                  "--dtypes fp32 bf16 times it anyway", flush=True)
     peaks = {name: matmul_peak(device, dtype or torch.float32) for name, dtype in DTYPES.items() if name in args.dtypes}
     results: list[Result] = []
     for dtype_name in args.dtypes:

@@ -4,25 +4,25 @@
     python benchmarks/preprocess.py --tiny     # CI smoke run: 128 x 128 x 64 input, 40 x 40 x 24 output
     python benchmarks/preprocess.py --json     # also print the results as one JSON line (last line)
 
-Input: a synthetic phantom (:func:`pipeline.synthetic.generate_case`, identity direction, its spacing set to
-LUNA16's median 0.7 x 0.7 x 1.25 mm) written in the seed layout: CT as uncompressed .mhd/.raw and the mask
+Input: a synthetic phantom (:func:`pipeline.data.synthetic.generate_case`, identity direction, its spacing set to
+LUNA16's median 0.7 x 0.7 x 1.25 mm) written in the reference layout: CT as uncompressed .mhd/.raw and the mask
 (LUNA16 labels 3/4/5) as compressed .mhd/.zraw, like LUNA16's ``seg-lungs-LUNA16``.
 
 - **ours**: :func:`pipeline.preprocess.preprocess_case`, what ``python -m pipeline preprocess`` runs per case
   (header checks, SimpleITK read, Orientationd, float32 Spacingd linear/nearest, LUNA16 labels -> lung,
   CropOrPadd, int16/uint8, compressed atomic writes). The same child then repeats the steps one by one to
   time the stages (load / resample / labels+crop / write); that second pass is not in the total.
-- **reference**: :func:`reference_case`, the seed's ``normalize_dataset.py`` per case (vnet.md §3.2): zoom
+- **reference**: :func:`reference_case`, the reference's ``normalize_dataset.py`` per case (docs/reference.md): zoom
   factor = old spacing / new spacing, new shape = round(old shape x factor), ``scipy.ndimage.zoom`` (cubic
-  spline, ``mode='nearest'``) -> int16 for the CT **and the mask**, the seed's centred crop/pad filled with the
-  volume minimum (vectorised here, same result; the seed's per-voxel Python loops cost ~0.6 s more per volume),
-  the seed's clipped mean/variance of the CT, mask < 1 -> 0, > 0 -> 1; CT written uncompressed, mask compressed,
+  spline, ``mode='nearest'``) -> int16 for the CT **and the mask**, the reference's centred crop/pad filled with the
+  volume minimum (vectorised here, same result; the reference's per-voxel Python loops cost ~0.6 s more per volume),
+  the reference's clipped mean/variance of the CT, mask < 1 -> 0, > 0 -> 1; CT written uncompressed, mask compressed,
   spacing (v, v, v) and the original origin.
 
 Each run is a fresh child process (imports excluded from the times; ours and the reference alternate, the order
 flips every round); the table gives medians of wall and CPU time, peak RSS, and the ratio reference/ours (median
 of the per-round ratios). Agreement: the reference's output is placed at its true world grid (scipy's corner-
-aligned zoom and the crop offset; the seed writes the original origin) and ours is resampled onto it (linear CT,
+aligned zoom and the crop offset; the reference writes the original origin) and ours is resampled onto it (linear CT,
 nearest mask): lung Dice and mean |HU| difference over the voxels both cover. They differ on purpose (linear vs
 cubic, nearest vs spline mask).
 
@@ -52,20 +52,21 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from benchmarks.segment import cpu_name
+from pipeline.data.luna16 import NORMALIZED_IMAGE_DIR, NORMALIZED_MASK_DIR
 
 __all__ = ["main", "reference_case", "seed_crop_or_pad", "seed_resample"]
 
 FULL_SHAPE = (512, 512, 300)  # (x, y, z) voxels
 TINY_SHAPE = (128, 128, 64)
-SPACING_MM = (0.7, 0.7, 1.25)  # LUNA16 medians (reference/peers.md §1.3)
-TARGET_SPACING_MM = 2.5  # the seed's vox_spacing
-FULL_SIZE = (160, 160, 128)  # (X, Y, Z): the seed's Z_MAX Y_MAX X_MAX = 128 160 160
+SPACING_MM = (0.7, 0.7, 1.25)  # LUNA16 medians (docs/reference.md)
+TARGET_SPACING_MM = 2.5  # the reference's vox_spacing
+FULL_SIZE = (160, 160, 128)  # (X, Y, Z): the reference's Z_MAX Y_MAX X_MAX = 128 160 160
 TINY_SIZE = (40, 40, 24)  # pads in-plane and crops z, like the full size
 SEED = 0
 UID = "1.3.6.1.4.1.14519.5.2.1.6279.6001.000000000000000000000000000000"
 LUNA16_SCANS = 888
 TARGET_RATIO = 3.0
-HU_CLIP = (-1000, 400)  # the seed's MIN_BOUND / MAX_BOUND for its mean/variance
+HU_CLIP = (-1000, 400)  # the reference's MIN_BOUND / MAX_BOUND for its mean/variance
 OUR_STAGES = ("load", "resample", "labels_crop", "write")
 STAGE_OF = {"EnsureFinited": "resample", "Orientationd": "resample", "Spacingd": "resample",
             "LungMaskd": "labels_crop", "CropOrPadd": "labels_crop", "CastToTyped": "labels_crop"}
@@ -75,7 +76,7 @@ OUTSIDE = -32768.0  # resampling default: marks points outside our grid in the a
 
 
 def seed_resample(array: np.ndarray, spacing_zyx: tuple[float, float, float], new_spacing: float) -> np.ndarray:
-    """The seed's ``resample_volume``: (z, y, x) array -> cubic-spline zoom to ``new_spacing`` mm, int16."""
+    """The reference's ``resample_volume``: (z, y, x) array -> cubic-spline zoom to ``new_spacing`` mm, int16."""
     from scipy import ndimage
 
     factor = np.asarray(spacing_zyx, float) / new_spacing
@@ -84,10 +85,10 @@ def seed_resample(array: np.ndarray, spacing_zyx: tuple[float, float, float], ne
 
 
 def seed_crop_or_pad(src: np.ndarray, size_zyx: tuple[int, int, int]) -> tuple[np.ndarray, tuple[int, int, int]]:
-    """The seed's ``copy_normalized`` (vectorised, same indices): centred crop/pad, filled with the minimum.
+    """The reference's ``copy_normalized`` (vectorised, same indices): centred crop/pad, filled with the minimum.
 
     Args:
-        src: (z, y, x) resampled volume with y == x (the seed asserts it).
+        src: (z, y, x) resampled volume with y == x (the reference asserts it).
         size_zyx: (Z_MAX, Y_MAX, X_MAX), Y_MAX <= X_MAX.
 
     Returns:
@@ -96,11 +97,11 @@ def seed_crop_or_pad(src: np.ndarray, size_zyx: tuple[int, int, int]) -> tuple[n
     z, y, x = src.shape
     zmax, ymax, xmax = size_zyx
     if y != x or ymax > xmax:
-        raise ValueError(f"the seed's crop needs resampled y == x and Y_MAX <= X_MAX, got {src.shape} -> {size_zyx}")
+        raise ValueError(f"the reference's crop needs resampled y == x and Y_MAX <= X_MAX, got {src.shape} -> {size_zyx}")
     if src.shape == tuple(size_zyx):
         return src, (0, 0, 0)
     out = np.full(size_zyx, np.min(src), dtype=np.int16)
-    # (start in output, start in source, length) per axis, as in the seed's loops
+    # (start in output, start in source, length) per axis, as in the reference's loops
     zs = (int((zmax - z) / 2), 0, z) if z < zmax else (0, int((z - zmax) / 2), zmax)
     if x <= ymax:
         ys, xs = (int((ymax - x) / 2), 0, x), (int((xmax - x) / 2), 0, x)
@@ -113,13 +114,13 @@ def seed_crop_or_pad(src: np.ndarray, size_zyx: tuple[int, int, int]) -> tuple[n
 
 
 def reference_case(ct_path: str, mask_path: str, out_dir: str, spacing: float, size: tuple[int, int, int]) -> dict:
-    """One case through the seed's ``normalize_dataset.py`` algorithm (vnet.md §3.2), written as .mhd.
+    """One case through the reference's ``normalize_dataset.py`` algorithm (docs/reference.md), written as .mhd.
 
     Args:
         ct_path, mask_path: input .mhd files.
         out_dir: writes ``out_dir/normalized_lung_ct/<name>`` and ``out_dir/normalized_lung_mask/<name>``.
         spacing: target isotropic voxel size, mm.
-        size: (X, Y, Z) output voxels (ours' order; the seed's Z_MAX Y_MAX X_MAX reversed).
+        size: (X, Y, Z) output voxels (ours' order; the reference's Z_MAX Y_MAX X_MAX reversed).
 
     Returns:
         Stage times in seconds (``REF_STAGES``), the output paths and, for the agreement, the true world
@@ -131,7 +132,7 @@ def reference_case(ct_path: str, mask_path: str, out_dir: str, spacing: float, s
     t = {s: 0.0 for s in REF_STAGES}
     out: dict = {}
     geometry = {}
-    for key, path, folder in (("ct", ct_path, "normalized_lung_ct"), ("mask", mask_path, "normalized_lung_mask")):
+    for key, path, folder in (("ct", ct_path, NORMALIZED_IMAGE_DIR), ("mask", mask_path, NORMALIZED_MASK_DIR)):
         t0 = time.perf_counter()
         itk = sitk.ReadImage(str(path))
         x_sp, y_sp, z_sp = itk.GetSpacing()
@@ -140,7 +141,7 @@ def reference_case(ct_path: str, mask_path: str, out_dir: str, spacing: float, s
         resampled = seed_resample(array, (z_sp, y_sp, x_sp), spacing)
         t2 = time.perf_counter()
         volume, start = seed_crop_or_pad(resampled, size_zyx)
-        if key == "ct":  # the seed's dataset statistics on a clipped copy (Ascend computes, then drops them)
+        if key == "ct":  # the reference's dataset statistics on a clipped copy (Ascend computes, then drops them)
             clipped = np.clip(volume, *HU_CLIP)
             geometry["ct_mean_var"] = (float(np.mean(clipped)), float(np.var(clipped)))
         else:
@@ -169,17 +170,19 @@ def reference_case(ct_path: str, mask_path: str, out_dir: str, spacing: float, s
 
 def ours_stages(ct_path: str, mask_path: str, out_dir: str, spacing: float, size: tuple[int, int, int]) -> dict:
     """The steps of ``preprocess_case`` one by one, timed (load / resample / labels_crop / write + per transform)."""
-    from pipeline.preprocess import check_pair
-    from pipeline.presets import deterministic_transforms
+    from pipeline.config import config_file
+    from pipeline.data.checks import check_pair
+    from pipeline.preprocess import config_chain
     from transforms import read_image, write_image
 
+    chain = config_chain([config_file("train.json")], {"vox_spacing": spacing, "spatial_size": list(size)})
     t0 = time.perf_counter()
     check_pair(ct_path, mask_path)
-    data = {"image": read_image(ct_path), "label": read_image(mask_path)}
+    data = {chain.image_key: read_image(ct_path), chain.label_key: read_image(mask_path)}
     stages = {s: 0.0 for s in OUR_STAGES}
     stages["load"] = time.perf_counter() - t0
     per_transform: dict[str, float] = {}
-    for xf in deterministic_transforms("image", "label", spacing=spacing, spatial_size=size, load=False):
+    for xf in chain.transforms.transforms:
         t0 = time.perf_counter()
         data = xf(data)
         name = type(xf).__name__
@@ -187,7 +190,7 @@ def ours_stages(ct_path: str, mask_path: str, out_dir: str, spacing: float, size
     for name, seconds in per_transform.items():
         stages[STAGE_OF.get(name, "labels_crop")] += seconds
     t0 = time.perf_counter()
-    for key, folder in (("image", "normalized_lung_ct"), ("label", "normalized_lung_mask")):
+    for key, folder in ((chain.image_key, NORMALIZED_IMAGE_DIR), (chain.label_key, NORMALIZED_MASK_DIR)):
         write_image(data[key], Path(out_dir) / folder / Path(ct_path).name)
     stages["write"] = time.perf_counter() - t0
     return {"stages": stages, "transforms": per_transform}
@@ -203,15 +206,18 @@ def child(spec: dict) -> None:
         w0, c0 = time.perf_counter(), time.process_time()
         result = reference_case(*args)
     elif spec["mode"] == "ours":
-        from pipeline.preprocess import preprocess_case
+        from pipeline.config import config_file
+        from pipeline.preprocess import config_chain, preprocess_case
 
+        configs = [str(config_file("train.json"))]
+        overrides = {"vox_spacing": spec["spacing"], "spatial_size": list(spec["size"])}
+        config_chain(configs, overrides)  # the command reads its config once per process, not per case: not timed
         w0, c0 = time.perf_counter(), time.process_time()
-        case = preprocess_case(UID, spec["ct"], spec["mask"], spec["out"], spec["spacing"], tuple(spec["size"]),
-                               overwrite=True)
+        case = preprocess_case(UID, spec["ct"], spec["mask"], spec["out"], configs, overrides, overwrite=True)
         if case.status != "done":
             raise SystemExit(f"preprocess_case failed: {case.message}")
-        result = {"ct": str(Path(spec["out"]) / "normalized_lung_ct" / f"{UID}.mhd"),
-                  "mask": str(Path(spec["out"]) / "normalized_lung_mask" / f"{UID}.mhd")}
+        result = {"ct": str(Path(spec["out"]) / NORMALIZED_IMAGE_DIR / f"{UID}.mhd"),
+                  "mask": str(Path(spec["out"]) / NORMALIZED_MASK_DIR / f"{UID}.mhd")}
     else:
         print(json.dumps(dataset_child(spec)))
         return
@@ -258,10 +264,10 @@ def run_child(spec: dict) -> dict:
 
 
 def write_input(root: Path, shape: tuple[int, int, int]) -> tuple[Path, Path]:
-    """The phantom in the seed layout: CT uncompressed .raw, mask (labels 3/4/5) compressed .zraw."""
+    """The phantom in the reference layout: CT uncompressed .raw, mask (labels 3/4/5) compressed .zraw."""
     import SimpleITK as sitk
 
-    from pipeline.synthetic import generate_case
+    from pipeline.data.synthetic import generate_case
 
     ct, mask, _, origin, direction = generate_case(SEED, shape=shape, flipped=False)
     paths = []

@@ -3,7 +3,7 @@
     python benchmarks/segment.py            # 512 x 512 x 300 CT at 0.7 x 0.7 x 1.25 mm, reference-width V-Net
     python benchmarks/segment.py --tiny     # CI smoke run: 128 x 128 x 64 CT, V-Net with init_filters=4
 
-The CT is a synthetic phantom (:func:`pipeline.synthetic.generate_case`, its spacing set to LUNA16's median)
+The CT is a synthetic phantom (:func:`pipeline.data.synthetic.generate_case`, its spacing set to LUNA16's median)
 written as an uncompressed .mhd, like LUNA16. The V-Net has **random weights**: the timings are those of a
 trained model (same operations), the masks are not. Each variant runs in a fresh child process that segments
 the CT end to end (read, checks, preprocess, network, left/right + postprocess + resample back, write mask +
@@ -39,7 +39,7 @@ __all__ = ["main"]
 
 FULL_SHAPE = (512, 512, 300)  # (x, y, z) voxels
 TINY_SHAPE = (128, 128, 64)
-SPACING_MM = (0.7, 0.7, 1.25)  # LUNA16 medians (reference/peers.md §1.3)
+SPACING_MM = (0.7, 0.7, 1.25)  # LUNA16 medians (docs/reference.md)
 SEED = 0
 TINY_INIT_FILTERS = 4
 TARGET_S, TARGET_GB = 20.0, 3.0
@@ -65,7 +65,7 @@ def cpu_name() -> str:
 def write_ct(path: Path, shape: tuple[int, int, int]) -> None:
     import SimpleITK as sitk
 
-    from pipeline.synthetic import generate_case
+    from pipeline.data.synthetic import generate_case
 
     ct, _, _, origin, direction = generate_case(SEED, shape=shape)
     image = sitk.GetImageFromArray(ct)
@@ -75,33 +75,28 @@ def write_ct(path: Path, shape: tuple[int, int, int]) -> None:
     sitk.WriteImage(image, str(path), useCompression=False)
 
 
-def write_model(folder: Path, tiny: bool) -> tuple[Path, Path]:
-    """A random-weight V-Net state dict and the config that builds it (the bundle's, or a narrow one)."""
+def write_model(folder: Path, tiny: bool) -> tuple[Path, list[str]]:
+    """A random-weight V-Net state dict and the configs that build it (the bundle's, plus a narrow overlay if tiny)."""
     import torch
-    from monai.bundle import ConfigParser
 
-    config = REPO / "bundle" / "configs" / "inference.json"
+    from pipeline.config import config_file, load_config
+
+    configs = [str(config_file("inference.json"))]
     if tiny:
-        parser = ConfigParser()
-        parser.read_config(str(config))
-        settings = {k: parser.get(k) for k in ("vox_spacing", "roi_size", "sw_batch_size", "sw_overlap", "hu_window",
-                                                 "hu_mean", "hu_std")}
-        network_def = {**parser.get("network_def"), "init_filters": TINY_INIT_FILTERS}
-        config = folder / "tiny.json"
-        config.write_text(json.dumps({**settings, "network_def": network_def}))
-    parser = ConfigParser()
-    parser.read_config(str(config))
+        overlay = folder / "tiny.json"
+        overlay.write_text(json.dumps({"network_def#init_filters": TINY_INIT_FILTERS}))
+        configs.append(str(overlay))
     torch.manual_seed(SEED)
     model = folder / "model.pt"
-    torch.save(parser.get_parsed_content("network_def").state_dict(), model)
-    return model, config
+    torch.save(load_config(configs).get_parsed_content("network_def").state_dict(), model)
+    return model, configs
 
 
 def child(spec: dict) -> None:
     """Segment one CT as asked by ``spec``; print a JSON line with timings and peak RSS."""
     import torch
 
-    from pipeline.segment import LungSegmenter
+    from pipeline.inference.segmenter import LungSegmenter
     from transforms.functional import LUNA16_HU_MEAN, LUNA16_HU_STD
 
     class Threshold(torch.nn.Module):
@@ -120,7 +115,7 @@ def child(spec: dict) -> None:
     maxrss_kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # this process's peak, before anything else
     grid = None
     if spec.get("grid"):  # the network grid, for the table (after the measurement)
-        from pipeline.qc import read_ct
+        from pipeline.data.checks import read_ct
 
         grid = list(segmenter.preprocess(read_ct(spec["ct"])).shape[1:])
     print(json.dumps({"timings": result.timings, "total": result.runtime_s, "model_s": model_s,
@@ -128,8 +123,8 @@ def child(spec: dict) -> None:
                       "grid": grid}))
 
 
-def run_variant(variant: str, ct: Path, model: Path, config: Path, out: Path, grid: bool) -> dict:
-    spec = {"variant": variant, "ct": str(ct), "model": str(model), "config": str(config),
+def run_variant(variant: str, ct: Path, model: Path, config: list[str], out: Path, grid: bool) -> dict:
+    spec = {"variant": variant, "ct": str(ct), "model": str(model), "config": config,
             "out": str(out / variant), "grid": grid}
     done = subprocess.run([sys.executable, __file__, "--child", json.dumps(spec)], capture_output=True, text=True,
                           cwd=REPO, env={**os.environ, "PYTHONWARNINGS": "ignore"})

@@ -2,15 +2,14 @@
 
 In eager PyTorch, ``prelu(batch_norm(x))`` in training reads and writes every activation several times: the batch
 statistics, the normalisation, the PReLU, and in the backward pass BatchNorm's two passes plus PReLU's backward, which
-materialises a full-size slope gradient before reducing it. These element-wise passes are ~11 % of a V-Net training
-step on CPU once the convolutions run at the matmul peak (benchmarks/NOTES.md, "network"). ``torch.compile`` (Inductor)
-turns each of them into one vectorised loop forward and one backward: a (4, 32, 64, 80, 80) BatchNorm + PReLU forward
-and backward takes 0.21 s instead of 0.55 s (fp32) on 2 Zen 4 cores. Neither PyTorch nor MONAI ships a fused
+materialises a full-size slope gradient before reducing it; on CPU, once the convolutions run at the matmul peak,
+these passes are a tenth of a V-Net training step. ``torch.compile`` (Inductor) turns each of them into one vectorised
+loop forward and one backward (measurements: benchmarks/NOTES.md, "network"). Neither PyTorch nor MONAI ships a fused
 BatchNorm + PReLU, hence this module; the convolutions stay PyTorch's (oneDNN).
 
 Only the element-wise tail is compiled, as functions of tensors with dynamic shapes, so one compiled graph serves
-every stage width and size (variants per dtype, memory layout, batch size 1; a reference-width training job compiles
-for ~35 s on 2 cores the first time, ~6 s per process from Inductor's disk cache) and the compiled code never sees a
+every stage width and size (variants per dtype, memory layout, batch size 1; compiled once per process, faster from
+Inductor's disk cache; compile times in benchmarks/NOTES.md) and the compiled code never sees a
 module (no per-layer recompilation). The fused path is taken only where it pays and is known to work: training on CPU
 (autograd recording, tensors of at least ``MIN_NUMEL`` elements), plain ``BatchNorm{1,2,3}d`` with a momentum,
 ``nn.PReLU``, modules without hooks, and not while scripting, tracing, exporting or inside an outer ``torch.compile``.
@@ -44,19 +43,27 @@ ENV_DISABLE = "VNET_NO_FUSED"  # set to 1 to run the plain modules everywhere (d
 ENV_MIN_NUMEL = "VNET_FUSED_MIN_NUMEL"  # overrides MIN_NUMEL (tests use 0 to fuse tiny networks in whole runs)
 
 
-def _min_numel(default: int = 1 << 20) -> int:
-    """``MIN_NUMEL`` from the environment, or the default (with a warning) when it is not a non-negative integer."""
+# Below ~1 M elements (4 MiB in fp32) the eager passes run from cache and take well under a millisecond: the compile
+# (seconds) would not pay for itself in a short run, and small tensors gain least. VNET_FUSED_MIN_NUMEL overrides it.
+MIN_NUMEL = 1 << 20
+_bad_env_values: set[str] = set()  # VNET_FUSED_MIN_NUMEL values already warned about
+
+
+def _min_numel() -> int:
+    """The size threshold now: ``VNET_FUSED_MIN_NUMEL`` when it is a non-negative integer, else :data:`MIN_NUMEL`.
+
+    Read at each call (not at import), so setting the variable in a running process takes effect; a bad value is
+    warned about once and ignored.
+    """
     raw = os.environ.get(ENV_MIN_NUMEL, "")
     if raw.strip().isdigit():
         return int(raw)
-    if raw:
-        logger.warning("%s=%r is not a non-negative integer; using %d", ENV_MIN_NUMEL, raw, default)
-    return default
+    if raw and raw not in _bad_env_values:
+        _bad_env_values.add(raw)
+        logger.warning("%s=%r is not a non-negative integer; using %d", ENV_MIN_NUMEL, raw, MIN_NUMEL)
+    return MIN_NUMEL
 
 
-# Below ~1 M elements (4 MiB in fp32) the eager passes run from cache and take well under a millisecond: the compile
-# (seconds) would not pay for itself in a short run, and small tensors gain least.
-MIN_NUMEL = _min_numel()
 _BATCH_NORMS = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d)  # exact types: not SyncBatchNorm, not LazyBatchNorm
 
 RECOMPILE_LIMIT = 64  # Dynamo's default (8 per function) is too few, see _kernel
@@ -156,7 +163,7 @@ def may_fuse(x: torch.Tensor) -> bool:
 
 def _wanted(x: torch.Tensor, act: nn.Module) -> bool:
     """Whether this call should take the fused path (before asking whether the compiler works)."""
-    return (type(act) is nn.PReLU and x.requires_grad and x.numel() >= MIN_NUMEL and may_fuse(x) and _plain(act)
+    return (type(act) is nn.PReLU and x.requires_grad and x.numel() >= _min_numel() and may_fuse(x) and _plain(act)
             and _no_global_hooks())
 
 

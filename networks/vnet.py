@@ -1,6 +1,7 @@
 """V-Net (Milletari et al. 2016) as in the reference PyTorch port, with MONAI layer factories.
 
-One public class, :class:`VNet`. The private blocks below mirror the reference's modules and attribute
+One public class, :class:`VNet`. (About 480 lines: the network and its CPU fast paths are one definition, so that
+the fast paths are checked against the plain layers they replace in one place.) The private blocks below mirror the reference's modules and attribute
 names (``in_tr``, ``down_tr32`` ... ``out_tr``; ``conv1``, ``bn1``, ``relu1``, ``do1`` ...), so the keys of a
 mattmacy/vnet.pytorch (or Ascend) checkpoint match ``VNet()``'s once DataParallel's ``module.`` prefix is removed
 (not tested here: no reference checkpoint is available); MONAI ``VNet`` weights go through
@@ -38,16 +39,13 @@ DROPOUT_UP_STAGES = (0, 1)  # up stages (0-based) with dropout on their input: u
 DOWN_NAMES = ("down_tr32", "down_tr64", "down_tr128", "down_tr256")  # the reference's names (default width)
 UP_NAMES = ("up_tr256", "up_tr128", "up_tr64", "up_tr32")
 # Optimised output head: fold the first spatial tap axis of the 5^d output conv into its output channels when the
-# head is this narrow. oneDNN computes at least one 16-lane (AVX-512 fp32) block of output channels, so a 32 -> 2
-# conv costs as much as 32 -> 16; folding makes it 32 -> 2*5 with a (1, 5, 5) kernel plus 5 shifted adds:
-# the same multiply-adds, about 2.5x faster forward+backward on CPU (benchmarks/NOTES.md, "network").
+# head is this narrow. oneDNN computes at least one 16-lane block of output channels, so a 32 -> 2 conv costs as
+# much as 32 -> 16; folding makes it 32 -> 2*5 with a (1, 5, 5) kernel plus 5 shifted adds: the same multiply-adds.
 FOLD_MAX_OUT_CHANNELS = 3
-# Also on CPU (benchmarks/NOTES.md, "network", second round; paired training steps, fp32, batch 2, 80x80x64):
-# - the last up stage (up_tr32: the 32 -> 32 5^3 conv at full resolution, a third of a training step) and the head
-#   run channels-last (NDHWC): oneDNN then skips six 100 MiB layout reorders around that conv and uses faster
-#   kernels (conv fwd+bwd 3.07 -> 2.75 s, folded head conv 0.49 -> 0.27 s); whole step 1.05x. Only there: channels-
-#   last from the input stage on, or also in up_tr64 / up_tr128, measured 0.98x / no further gain.
-# - the head's 1^3 conv (2 -> 2 channels at full resolution) is a batched matmul: 125 -> 2 ms fwd+bwd in oneDNN.
+# Also on CPU (measurements: benchmarks/NOTES.md, "network"):
+# - the last up stage (up_tr32: the 32 -> 32 5^3 conv at full resolution) and the head run channels-last (NDHWC):
+#   oneDNN then skips the layout reorders around that conv. Only there: channels-last elsewhere did not pay.
+# - the head's 1^3 conv (2 -> 2 channels at full resolution) is a batched matmul.
 
 
 def _act(act: ActOrNorm, channels: int) -> nn.Module:
@@ -315,7 +313,7 @@ class VNet(nn.Module):
     function's ``"Conv3d"`` name test misses ``ConvTranspose3d``.
 
     Differences from the reference, on purpose:
-        - The input is tiled along channels (the reference's ``torch.cat`` on dim 0 tiles the batch, bug B1).
+        - The input is tiled along channels (the reference's ``torch.cat`` on dim 0 tiles the batch: docs/reference.md).
         - Normalisation is a standard layer: in ``eval()`` BatchNorm uses its running statistics. The reference's
           ContBatchNorm3d always normalises with the current batch, so its test outputs depend on the test batch.
         - Output is raw logits (N, out_channels, *S), channel-first; softmax / log_softmax belong to the loss and

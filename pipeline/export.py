@@ -11,7 +11,6 @@ target's folder and renames it into place only when it succeeded. Arguments are 
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import os
 import subprocess
@@ -21,7 +20,7 @@ from pathlib import Path
 
 from transforms.errors import InputError
 
-__all__ = ["COMMANDS", "add_parser", "export"]
+__all__ = ["COMMANDS", "export"]
 
 COMMANDS = ("ckpt_export", "onnx_export")
 
@@ -56,11 +55,3 @@ def export(command: str, args: list[str]) -> Path:
         with contextlib.suppress(OSError):
             os.unlink(tmp)
     return target
-
-
-def add_parser(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("export", help="MONAI ckpt_export / onnx_export, written atomically",
-                       description=__doc__.split("\n\n")[0])
-    p.add_argument("command", choices=COMMANDS)
-    p.add_argument("args", nargs=argparse.REMAINDER, help="the MONAI command's arguments (with --filepath)")
-    p.set_defaults(func=lambda a: print(f"exported {export(a.command, a.args)}") or 0)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import os
 import pickle
+import re
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -19,7 +20,8 @@ import torch
 
 from transforms.errors import InputError
 
-__all__ = ["atomic_path", "atomic_torch_save", "atomic_write_text", "load_checkpoint", "unwrap_state_dict"]
+__all__ = ["atomic_path", "atomic_torch_save", "atomic_write_text", "load_checkpoint", "state_dict_from_checkpoint",
+           "unwrap_state_dict"]
 
 
 @contextlib.contextmanager
@@ -106,3 +108,22 @@ def load_checkpoint(path: str | os.PathLike, map_location: Any = "cpu") -> Any:
         ) from e
     except (RuntimeError, EOFError, OSError, ValueError) as e:
         raise InputError(f"checkpoint '{path}' cannot be read (truncated or not a torch file): {str(e).splitlines()[0][:200]}") from e
+
+
+def state_dict_from_checkpoint(checkpoint: object, path: str | os.PathLike) -> dict[str, torch.Tensor]:
+    """The network weights in a loaded checkpoint, without ``module.`` / ``_orig_mod.`` prefixes.
+
+    Accepts a plain state dict (``model.pt``) or a dict holding one under ``model`` (our full checkpoints, MONAI's
+    ``CheckpointSaver``), ``network`` or ``state_dict`` (the reference's ``vnet_*.pth.tar``).
+
+    Raises:
+        InputError: no state dict (parameter name -> tensor) in it; the message names ``path``.
+    """
+    if isinstance(checkpoint, dict):
+        for key in ("model", "network", "state_dict"):
+            if isinstance(checkpoint.get(key), dict):
+                checkpoint = checkpoint[key]
+                break
+    if not isinstance(checkpoint, dict) or not all(isinstance(v, torch.Tensor) for v in checkpoint.values()):
+        raise InputError(f"model '{path}' holds no state dict (expected parameter name -> tensor, or {{'model': ...}})")
+    return {re.sub(r"^(module\.|_orig_mod\.)+", "", k): v for k, v in checkpoint.items()}

@@ -1,4 +1,4 @@
-# Ascend CANN environment for the seed-style launchers (the seed's test/env_npu.sh, trimmed to what current
+# Ascend CANN environment for the reference-style launchers (the reference's test/env_npu.sh, trimmed to what current
 # CANN / torch_npu read). Sourced by scripts/train_*.sh only with --device=npu; source it yourself otherwise:
 #   source scripts/env_npu.sh
 # Every variable keeps a value you exported before. Nothing here fails when CANN is absent.
@@ -20,4 +20,4 @@ export ASCEND_GLOBAL_LOG_LEVEL="${ASCEND_GLOBAL_LOG_LEVEL:-3}"          # 3 = er
 export ASCEND_SLOG_PRINT_TO_STDOUT="${ASCEND_SLOG_PRINT_TO_STDOUT:-0}"  # CANN logs to files, not the training log
 export TASK_QUEUE_ENABLE="${TASK_QUEUE_ENABLE:-1}"                      # torch_npu asynchronous operator dispatch
 export HCCL_CONNECT_TIMEOUT="${HCCL_CONNECT_TIMEOUT:-1200}"             # s; 8 devices can take long to link (default 120)
-export HCCL_WHITELIST_DISABLE="${HCCL_WHITELIST_DISABLE:-1}"            # as the seed: no HCCL IP whitelist
+export HCCL_WHITELIST_DISABLE="${HCCL_WHITELIST_DISABLE:-1}"            # as the reference: no HCCL IP whitelist

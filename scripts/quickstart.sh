@@ -12,8 +12,7 @@ EPOCHS_ARG=()
 [ -n "${QUICKSTART_EPOCHS:-}" ] && EPOCHS_ARG=(--epochs "$QUICKSTART_EPOCHS")
 TRAIN="['bundle/configs/train.json','bundle/configs/quick.json']"
 EVAL="['bundle/configs/train.json','bundle/configs/quick.json','bundle/configs/evaluate.json']"
-INFER="['bundle/configs/inference.json','bundle/configs/quick_inference.json']"
-export PYTHONWARNINGS="${PYTHONWARNINGS:-ignore}"
+INFER="['bundle/configs/inference.json','bundle/configs/quick.json']"
 start=$(date +%s)
 
 echo "== 1/5 synthetic LUNA16: $CASES cases -> $DATA"
@@ -29,9 +28,9 @@ python -m monai.bundle run training --config_file "$EVAL" --dataset_dir "$DATA" 
     > "$OUT/evaluate.log" 2>&1 || { tail -n 30 "$OUT/evaluate.log"; exit 1; }
 
 echo "== 4/5 segment a held-out CT in its own geometry (mask, QC picture, volumes) -> $OUT/segmentation"
-CT=$(python -c "import sys, pipeline.luna16 as l; print(l.datalist(sys.argv[1], 'validation')[0]['image'])" "$DATA")
+CT=$(python -c "import sys, pipeline.data.luna16 as l; print(l.datalist(sys.argv[1], 'validation')[0]['image'])" "$DATA")
 python -m pipeline segment "$CT" --out "$OUT/segmentation" --model "$OUT/models/model.pt" \
-    --config bundle/configs/inference.json bundle/configs/quick_inference.json --no-progress \
+    --config bundle/configs/inference.json bundle/configs/quick.json --no-progress \
     > "$OUT/segment.log" 2>&1 || { tail -n 30 "$OUT/segment.log"; exit 1; }
 
 echo "== 5/5 export TorchScript -> $OUT/models/model.ts"
@@ -53,5 +52,8 @@ done in {secs // 60} min {secs % 60} s. Where everything went:
   TensorBoard     {out}/eval/tensorboard
   segmentation    {out}/segmentation/      (mask in the CT's geometry, QC picture, lung_stats.csv)
   logs            {out}/train.log, evaluate.log, segment.log, export.log
-held-out synthetic cases: {int(s['cases'])}, mean Dice {s['mean_dice']:.4f}, voxel error {s['mean_error_rate_pct']:.3f} %, HD95 {s['mean_hd95_mm']:.1f} mm""")
+held-out synthetic cases: {int(s['cases'])}, mean Dice {s['mean_dice']:.4f}, voxel error {s['mean_error_rate_pct']:.3f} %, HD95 {s['mean_hd95_mm']:.1f} mm
+
+segment your own CTs with this model (a file, a DICOM folder, or a folder of them):
+  python -m pipeline segment YOUR_CT --out masks/ --model {out}/models/model.pt --config bundle/configs/inference.json bundle/configs/quick.json""")
 PY

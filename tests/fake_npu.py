@@ -2,8 +2,8 @@
 
 It lets the NPU code paths of :mod:`pipeline.device` (device selection, ``torch.device("npu:1")``,
 ``torch.autocast("npu")``, ``torch.amp.GradScaler("npu")``, ``init_process_group("cpu:gloo,npu:hccl")``,
-DDP over npu tensors, ``torchrun``) run on a CPU-only machine. It follows the five steps of
-``reference/npu-and-distributed.md`` §4.1:
+DDP over npu tensors, ``torchrun``) run on a CPU-only machine, with PyTorch's PrivateUse1 extension
+point (https://pytorch.org/tutorials/advanced/privateuseone.html), in five steps:
 
 1. PrivateUse1 is renamed ``"npu"`` and :class:`FakeNpuModule` is registered as ``torch.npu``.
 2. :class:`FakeNpuTensor`, a wrapper tensor subclass whose device is ``npu:<index>`` and whose data

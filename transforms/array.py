@@ -83,14 +83,15 @@ class CropOrPad(ResizeWithPadOrCrop):
 
     This is MONAI's ``ResizeWithPadOrCrop`` (``CenterSpatialCrop`` + symmetric constant ``SpatialPad``) with the
     pad value chosen per call, so ``.inverse()`` and ``Invertd`` restore the original shape and affine through
-    MONAI's own inverse. The affine is shifted to the new first voxel (the reference kept the old origin, B9).
+    MONAI's own inverse. The affine is shifted to the new first voxel (the reference kept the old origin:
+    docs/reference.md).
 
     Centring vs the reference (offset = int(diff / 2) per axis): padding is identical (diff // 2 before, the
     rest after). Cropping starts at size // 2 - target // 2, which equals int(diff / 2) except when an even size
     is cropped to an odd size: MONAI then starts one voxel later (e.g. 10 -> 5: start 3, reference 2).
 
     Args:
-        spatial_size: target (X, Y, Z) in voxels (the seed's ``Z_MAX Y_MAX X_MAX`` is (X_MAX, Y_MAX, Z_MAX) here);
+        spatial_size: target (X, Y, Z) in voxels (the reference's ``Z_MAX Y_MAX X_MAX`` is (X_MAX, Y_MAX, Z_MAX) here);
             a non-positive entry keeps that axis.
         fill: ``"min"`` = the minimum of the whole input volume (all channels), computed per call; or a number.
     """

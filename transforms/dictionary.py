@@ -1,6 +1,6 @@
 """Dictionary ("d") wrappers of :mod:`transforms.array`, for MONAI ``Compose`` pipelines and bundle configs.
 
-A typical deterministic LUNA16 chain (spatial sizes are (X, Y, Z): the seed's ``Z_MAX Y_MAX X_MAX``
+A typical deterministic LUNA16 chain (spatial sizes are (X, Y, Z): the reference's ``Z_MAX Y_MAX X_MAX``
 128 160 160 is ``spatial_size=(160, 160, 128)`` here)::
 
     LoadImaged(["image", "label"], reader="transforms.io.SimpleITKReader")
@@ -14,7 +14,7 @@ A typical deterministic LUNA16 chain (spatial sizes are (X, Y, Z): the seed's ``
 
 Resampling is MONAI's ``Spacingd`` (linear for CT, nearest for masks); this package deliberately has no
 resampler. The reference resampled masks with a cubic spline (``scipy.ndimage.zoom`` order 3, then int16 and
-a threshold), a known flaw (vnet.md §6 B9) that smears labels and can invent values; nearest keeps them.
+a threshold), which smears labels and can invent values (docs/reference.md); nearest keeps them.
 """
 
 from __future__ import annotations

@@ -16,10 +16,10 @@ import numpy as np
 import torch
 from monai.config import NdarrayOrTensor
 from monai.data import MetaTensor
-from monai.data.utils import orientation_ras_lps, to_affine_nd
-from monai.utils import ImageMetaKey, MetaKeys, SpaceKeys, convert_to_dst_type
+from monai.utils import ImageMetaKey, convert_to_dst_type
 
 from .errors import InputError
+from .geometry import affine_of, centroid, world_x
 
 __all__ = [
     "check_finite",
@@ -43,15 +43,16 @@ __all__ = [
     "octant_slices",
 ]
 
-# HU window of the reference loader (torchbiomed MIN_BOUND / MAX_BOUND), vnet.md §3.3.
+# HU window of the reference's data loader (torchbiomed's MIN_BOUND / MAX_BOUND; docs/reference.md).
 HU_MIN = -1000.0
 HU_MAX = 400.0
 # Mean / std of the clipped, resampled LUNA16 CTs used by the reference: x <- (HU - mean) / std.
 LUNA16_HU_MEAN = -642.794
 LUNA16_HU_STD = 459.512
 
-# The one place recording LUNA16 seg-lungs labels. Community convention only (peers.md §1.4): LUNA16 does not
-# document them, so left/right output is never derived from these numbers, only from world position.
+# The one place recording LUNA16 seg-lungs labels. A community convention only: LUNA16 does not document which of 3
+# and 4 is which lung (docs/reference.md), so left/right output is never derived from these numbers, only from world
+# position.
 LUNA16_LEFT_LUNG = 3
 LUNA16_RIGHT_LUNG = 4
 LUNA16_TRACHEA = 5
@@ -67,7 +68,6 @@ _BINARY_LABELS = (BACKGROUND, LUNG)
 
 LABEL_MODES = ("binary", "lungs", "left_right")
 DEFAULT_SPLIT = (2, 2, 2)
-_RAS_X = 0  # row of the RAS affine holding world x (+x = patient's right)
 
 
 def _plain(img: NdarrayOrTensor) -> torch.Tensor:
@@ -83,42 +83,18 @@ def _source_name(img: NdarrayOrTensor, source: str | None) -> str:
     return f"<{type(img).__name__} without a file name>"
 
 
-def _ras_affine(mask: NdarrayOrTensor, affine: NdarrayOrTensor | None, spatial_ndim: int) -> np.ndarray | None:
-    """RAS affine from the argument (assumed RAS) or the MetaTensor (converted from LPS if its meta says so)."""
-    lps = False
-    if affine is None:
-        if not isinstance(mask, MetaTensor):
-            return None
-        affine, lps = mask.affine, mask.meta.get(MetaKeys.SPACE, SpaceKeys.RAS) == SpaceKeys.LPS
-    matrix = np.asarray(to_affine_nd(spatial_ndim, np.asarray(_plain(affine).cpu(), dtype=np.float64)), dtype=np.float64)
-    return orientation_ras_lps(matrix) if lps else matrix
-
-
-def _world_centroid_x(region: torch.Tensor, affine: np.ndarray) -> float:
-    """RAS world x (mm) of the centroid of a boolean (X, Y, Z) region, from per-axis marginals (no index list)."""
-    d = region.ndim
-    total = float(region.sum())
-    centroid = np.empty(d)
-    for axis in range(d):
-        marginal = region.sum(dim=tuple(a for a in range(d) if a != axis), dtype=torch.float64)
-        centroid[axis] = float((marginal * torch.arange(region.shape[axis], dtype=torch.float64, device=region.device)).sum()) / total
-    return float(affine[_RAS_X, :d] @ centroid + affine[_RAS_X, d])
-
-
 def _left_right(spatial: torch.Tensor, affine: np.ndarray, name: str) -> torch.Tensor:
     """uint8 right (1) / left (2) lungs from LUNA16 lung labels, sides decided by world x of each centroid."""
     out = torch.zeros(spatial.shape, dtype=torch.uint8, device=spatial.device)
     present = [lab for lab in _LUNA16_LUNGS if bool((spatial == lab).any())]
-    xs = {lab: _world_centroid_x(spatial == lab, affine) for lab in present}
+    xs = {lab: float(world_x(affine, centroid(spatial == lab))) for lab in present}
     if len(present) == 2:
         if xs[present[0]] == xs[present[1]]:
             raise InputError(f"{name}: lung labels {present} have the same world x centroid; cannot tell left/right")
         right = max(present, key=xs.__getitem__)  # RAS: +x points to the patient's right
         sides = {right: RIGHT_LUNG, min(present, key=xs.__getitem__): LEFT_LUNG}
     elif len(present) == 1:
-        d = spatial.ndim
-        centre = np.asarray(spatial.shape, dtype=np.float64) / 2.0 - 0.5
-        centre_x = float(affine[_RAS_X, :d] @ centre + affine[_RAS_X, d])
+        centre_x = float(world_x(affine, np.asarray(spatial.shape, dtype=np.float64) / 2.0 - 0.5))
         side = RIGHT_LUNG if xs[present[0]] > centre_x else LEFT_LUNG
         warnings.warn(f"{name}: only lung label {present[0]} present; side taken from the field-of-view centre")
         sides = {present[0]: side}
@@ -136,7 +112,7 @@ def map_luna16_labels(
 
     Modes:
         - ``"binary"``: the reference's binary lung, every non-zero label is lung (trachea 5 included) -> {0, 1}.
-          Already-binary 0/1 masks (e.g. the seed's ``normalized_lung_mask`` files) are accepted and kept.
+          Already-binary 0/1 masks (e.g. the reference's ``normalized_lung_mask`` files) are accepted and kept.
         - ``"lungs"``: lungs without trachea, 3|4 -> 1, 5 -> 0.
         - ``"left_right"``: right lung = 1, left lung = 2 (lungmask's convention), trachea -> 0. The side of each
           lung label is decided from the world (RAS) x of its centroid: +x points to the patient's right, so the
@@ -174,7 +150,7 @@ def map_luna16_labels(
         out = ((data == LUNA16_LEFT_LUNG) | (data == LUNA16_RIGHT_LUNG)).to(torch.uint8)
     else:
         spatial_ndim = min(data.ndim, 3)
-        ras = _ras_affine(mask, affine, spatial_ndim)
+        ras = affine_of(mask, affine, spatial_ndim)
         if ras is None:
             raise InputError(f"{name}: mode 'left_right' needs an affine (pass affine= or a MetaTensor)")
         flat = data.reshape((-1, *data.shape[data.ndim - spatial_ndim:]))

@@ -16,6 +16,9 @@ Usage::
 Supported: .mhd (+ .raw / .zraw), .mha, .nrrd, .nii, .nii.gz and DICOM series folders (read only).
 Every write is atomic: files are written under their final names in a temporary folder beside the
 target and renamed into place (for .mhd: data file first, header last).
+
+(About 480 lines: the reader and the writer share the format checks, the axis reversal and the file's stored
+geometry, which round-trips exactly only if both sides read it the same way.)
 """
 
 from __future__ import annotations
@@ -37,14 +40,14 @@ from monai.config import DtypeLike, NdarrayOrTensor, PathLike
 from monai.data import ImageReader, ImageWriter, MetaTensor
 from monai.data import image_writer as _monai_writers
 from monai.data.image_reader import _copy_compatible_dict, _stack_images  # ITKReader's own stacking helpers
-from monai.data.utils import orientation_ras_lps, to_affine_nd
 from monai.transforms import EnsureChannelFirst
 from monai.utils import ImageMetaKey, MetaKeys, SpaceKeys, convert_data_type, ensure_tuple, get_equivalent_dtype
 
 from .errors import InputError
+from .geometry import lps_geometry, sitk_affine
 
 __all__ = ["SUPPORTED_SUFFIXES", "SimpleITKReader", "SimpleITKWriter", "metatensor_to_sitk", "read_image",
-           "sitk_to_metatensor", "transposed_copy", "write_image", "write_sitk"]
+           "register_writer", "sitk_to_metatensor", "transposed_copy", "write_image", "write_sitk"]
 
 SUPPORTED_SUFFIXES = (".mhd", ".mha", ".nrrd", ".nii", ".nii.gz")
 NO_CHANNEL = "no_channel"
@@ -187,25 +190,12 @@ def _read_sitk(path: PathLike, series_name: str = "") -> sitk.Image:
     return image
 
 
-def _sitk_affine(image: sitk.Image, lps_to_ras: bool) -> np.ndarray:
-    """(d+1, d+1) affine voxel index (x, y, z) -> world mm, as in ITKReader._get_affine."""
-    d = image.GetDimension()
-    direction = np.asarray(image.GetDirection(), dtype=np.float64).reshape(d, d)
-    affine = np.eye(d + 1)
-    affine[:d, :d] = direction @ np.diag(image.GetSpacing())
-    affine[:d, -1] = image.GetOrigin()
-    return orientation_ras_lps(affine) if lps_to_ras else affine
-
-
 def _geometry(affine: NdarrayOrTensor, d: int, lps_to_ras: bool, meta: Mapping | None) -> tuple:
     """LPS (origin, spacing, direction) of an affine; the file's stored values when they agree."""
-    lps = np.asarray(to_affine_nd(d, convert_data_type(affine, np.ndarray, dtype=np.float64)[0]), dtype=np.float64)
-    if lps_to_ras:
-        lps = orientation_ras_lps(lps)
-    spacing = np.linalg.norm(lps[:d, :d], axis=0)
-    if not np.all(spacing > 0):
-        raise InputError(f"cannot write image: affine {lps.tolist()} has a zero-length axis")
-    geometry = (lps[:d, d], spacing, lps[:d, :d] / spacing)
+    try:
+        geometry = lps_geometry(affine, d, lps_to_ras)
+    except InputError as err:
+        raise InputError(f"cannot write image: {err}") from None
     names = (SITK_ORIGIN, SITK_SPACING, SITK_DIRECTION)
     if meta is not None and all(np.size(meta.get(k, ())) == g.size for k, g in zip(names, geometry)):
         stored = tuple(np.asarray(meta[k], dtype=np.float64).reshape(g.shape) for k, g in zip(names, geometry))
@@ -324,7 +314,7 @@ class SimpleITKReader(ImageReader):
             header[SITK_ORIGIN] = np.asarray(image.GetOrigin())
             header[SITK_SPACING] = np.asarray(image.GetSpacing())
             header[SITK_DIRECTION] = np.asarray(image.GetDirection()).reshape(d, d)
-            header[MetaKeys.ORIGINAL_AFFINE] = _sitk_affine(image, self.affine_lps_to_ras)
+            header[MetaKeys.ORIGINAL_AFFINE] = sitk_affine(image, self.affine_lps_to_ras)
             header[MetaKeys.SPACE] = SpaceKeys.RAS if self.affine_lps_to_ras else SpaceKeys.LPS
             header[MetaKeys.AFFINE] = header[MetaKeys.ORIGINAL_AFFINE].copy()
             header[MetaKeys.SPATIAL_SHAPE] = np.asarray(image.GetSize())
@@ -339,8 +329,8 @@ class SimpleITKReader(ImageReader):
 class SimpleITKWriter(ImageWriter):
     """Write images with SimpleITK, converting MONAI's RAS affine back to LPS origin/spacing/direction.
 
-    Writes .mhd (compressed data -> .zraw), .mha, .nrrd, .nii, .nii.gz, atomically. Registered with MONAI
-    for those extensions, so ``SaveImage(output_ext=".mhd")`` picks it; also usable directly::
+    Writes .mhd (compressed data -> .zraw), .mha, .nrrd, .nii, .nii.gz, atomically. Pass it to ``SaveImage(d)`` as
+    ``writer`` (or call :func:`register_writer` once to make MONAI pick it by extension); also usable directly::
 
         writer = SimpleITKWriter(output_dtype=np.uint8)
         writer.set_data_array(mask, channel_dim=0)      # (1, X, Y, Z) channel-first
@@ -417,17 +407,20 @@ class SimpleITKWriter(ImageWriter):
                               _lps_to_ras_flag(affine_lps_to_ras, meta), meta)
 
 
-def _register_writer() -> None:
-    """Put SimpleITKWriter first for our suffixes, keeping MONAI's defaults for all others."""
+def register_writer() -> None:
+    """Make MONAI's ``SaveImage`` / ``SaveImaged`` pick :class:`SimpleITKWriter` for .mhd .mha .nrrd .nii .nii.gz.
+
+    MONAI chooses a writer by file extension from a process-wide table; this puts ours first for our suffixes and
+    keeps MONAI's defaults for all others. Nothing calls it on import (it changes that table for the whole process):
+    call it once in your script, or pass ``writer=SimpleITKWriter`` (``"transforms.SimpleITKWriter"`` in a bundle
+    config) to ``SaveImage`` instead, as this project's configs do.
+    """
     if not _monai_writers.SUPPORTED_WRITERS:
         _monai_writers.init()  # resolve_writer only calls init() on an empty registry: fill it first
     for suffix in SUPPORTED_SUFFIXES:
         current = _monai_writers.SUPPORTED_WRITERS.get(suffix[1:], ())
         if not current or getattr(current[0], "__qualname__", "") != SimpleITKWriter.__qualname__:
             _monai_writers.register_writer(suffix[1:], SimpleITKWriter)
-
-
-_register_writer()
 
 
 def _to_metatensor(array: np.ndarray, meta: dict) -> MetaTensor:

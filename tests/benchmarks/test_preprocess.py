@@ -1,4 +1,4 @@
-"""Smoke test of ``benchmarks/preprocess.py --tiny`` and its port of the seed's crop/pad (never a speed assertion)."""
+"""Smoke test of ``benchmarks/preprocess.py --tiny`` and its port of the reference's crop/pad (never a speed assertion)."""
 
 from __future__ import annotations
 
@@ -18,7 +18,7 @@ REPO = Path(__file__).resolve().parents[2]
 
 
 def _seed_copy_normalized(src: np.ndarray, shape_max: tuple[int, int, int]) -> np.ndarray:
-    """The seed's torchbiomed ``copy_normalized`` + ``copy_slice_centered``, loops and all (vnet.md §3.2)."""
+    """The reference's torchbiomed ``copy_normalized`` + ``copy_slice_centered``, loops and all (docs/reference.md)."""
     zmax, ymax, xmax = shape_max
     if src.shape == shape_max:
         return src

@@ -32,7 +32,7 @@ def configs(*names: str) -> str:
 
 @pytest.fixture(scope="session")
 def tiny_data(tmp_path_factory) -> Path:
-    from pipeline.synthetic import generate_dataset
+    from pipeline.data.synthetic import generate_dataset
 
     root = tmp_path_factory.mktemp("luna16")
     generate_dataset(root, cases=4, seed=3, shape=(64, 64, 40))

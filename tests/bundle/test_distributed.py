@@ -59,8 +59,8 @@ class RankProbe:
     """
 
     def __init__(self, out_dir: str, fail_rank: int = -1, fail_iteration: int = 1) -> None:
-        import pipeline.checkpoints as checkpoints
-        import pipeline.handlers as handlers
+        import pipeline.training.checkpoints as checkpoints
+        import pipeline.training.handlers as handlers
 
         self.out_dir = Path(out_dir)
         self.rank = int(os.environ.get("RANK", "0"))
@@ -191,7 +191,7 @@ def ddp_run(tiny_data, tmp_path_factory) -> dict[str, Any]:
     root = tmp_path_factory.mktemp("ddp")
     overlay = _overlay(root / "probe.json", root / "probe", TRAIN_RUN)
     files = [CONFIGS / "train.json", CONFIGS / "multi_gpu_train.json", overlay]
-    proc = _torchrun(2, _bundle_args(files, tiny_data, root, "--epochs", str(EPOCHS), "--seed_log_dir",
+    proc = _torchrun(2, _bundle_args(files, tiny_data, root, "--epochs", str(EPOCHS), "--reference_log_dir",
                                      str(root / "output")))
     return {"root": root, "ranks": _ranks(root / "probe"), "log": proc.stdout + proc.stderr}
 
@@ -245,7 +245,7 @@ def test_only_rank_0_writes_files(ddp_run):
     events = list((root / "eval" / "tensorboard").glob("events.out.tfevents.*"))
     pids = {int(re.fullmatch(r"events\.out\.tfevents\.\d+\.(.+)\.(\d+)\.\d+", p.name).group(2)) for p in events}
     assert events and pids == {r0["pid"]}  # TensorBoard files: written by rank 0's process only
-    # the seed-style files: rank 0's loss per iteration (2 iterations x 2 epochs), one summary
+    # the reference-style files: rank 0's loss per iteration (2 iterations x 2 epochs), one summary
     out = root / "output"
     assert sorted(p.name for p in out.iterdir()) == ["VNet_bs2_2p_acc.log", "train_VNet_bs2_2p_acc_loss.txt"]
     assert len((out / "train_VNet_bs2_2p_acc_loss.txt").read_text().split()) == 2 * EPOCHS
@@ -382,7 +382,7 @@ def test_metric_reduction_over_mixed_backend_with_npu_tensors(tmp_path):
     import torch.distributed as dist
     from monai.handlers import MeanDice
     from pipeline import device as dv
-    from pipeline.handlers import ErrorRate
+    from pipeline.training.metrics import ErrorRate
 
     dev = dv.setup_device("npu")
     rank, world = int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"])
@@ -423,7 +423,7 @@ def test_metric_reduction_over_mixed_backend_with_npu_tensors(tmp_path):
         assert r["backend"] == "cpu:gloo,npu:hccl" and r["device"] == f"npu:{r['rank']}" and "error" not in r, r
         # ignite moved the npu buffers to idist.device() (the CPU: no CUDA) before gathering, so all of it went over
         # the gloo part of the backend string; with "hccl" alone torch has no backend for CPU tensors
-        # (reference/npu-and-distributed.md 2.2; this fake's hccl would accept them, so that is not re-tested here)
+        # (HCCL has no CPU-tensor collectives; this fake's hccl would accept them, so that is not re-tested here)
         assert r["hccl"].get("allgather", 0) + r["hccl"].get("_allgather_base", 0) == 0
         assert r["err"] == pytest.approx(r["single"]["err"], rel=1e-12)
         assert r["dice"] == pytest.approx(r["single"]["dice"], rel=1e-6)

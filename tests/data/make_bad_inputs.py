@@ -98,7 +98,7 @@ def make_corpus(out: str | Path, good: int = 0, seed: int = 0) -> dict[str, str]
     out = Path(out)
     made = {make_case(out, name): text for name, text in CORPUS.items()}
     if good:
-        from pipeline.synthetic import case_uid, generate_case, write_case
+        from pipeline.data.synthetic import case_uid, generate_case, write_case
 
         for i in range(good):
             ct, mask, spacing, origin, direction = generate_case(seed + i, shape=(64, 64, 40))

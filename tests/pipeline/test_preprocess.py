@@ -10,8 +10,10 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 
-from pipeline.preprocess import OUTPUT_IMAGE_DIR, OUTPUT_MASK_DIR, preprocess_dataset
-from pipeline.synthetic import generate_case, write_case
+from pipeline.data.luna16 import NORMALIZED_IMAGE_DIR as OUTPUT_IMAGE_DIR
+from pipeline.data.luna16 import NORMALIZED_MASK_DIR as OUTPUT_MASK_DIR
+from pipeline.preprocess import preprocess_dataset
+from pipeline.data.synthetic import generate_case, write_case
 
 REPO = Path(__file__).resolve().parents[2]
 SIZE = (32, 32, 32)  # (X, Y, Z)
@@ -31,7 +33,7 @@ def _write(path: Path, array: np.ndarray, spacing=(1.0, 1.0, 2.0), origin=(0.0, 
 
 
 def _run(root, **kw):
-    return {r.uid: r for r in preprocess_dataset(root, 4.0, SIZE, workers=1, progress=False, **kw)}
+    return {r.case: r for r in preprocess_dataset(root, 4.0, SIZE, workers=1, progress=False, **kw)}
 
 
 def test_writes_resampled_cropped_volumes_and_skips_done_cases(tmp_path):
@@ -48,7 +50,7 @@ def test_writes_resampled_cropped_volumes_and_skips_done_cases(tmp_path):
         assert ct.GetPixelID() == sitk.sitkInt16 and mask.GetPixelID() == sitk.sitkUInt8
         m = sitk.GetArrayFromImage(mask)
         assert set(np.unique(m)) == {0, 1} and m.sum() > 0
-        assert sitk.GetArrayFromImage(ct).min() < -900  # still HU, not normalised (as the seed writes)
+        assert sitk.GetArrayFromImage(ct).min() < -900  # still HU, not normalised (as the reference writes)
         assert mask.GetOrigin() == ct.GetOrigin() and mask.GetDirection() == ct.GetDirection()
     again = _run(tmp_path)
     assert {r.status for r in again.values()} == {"skipped"}
@@ -137,7 +139,7 @@ def test_image_without_mask_is_a_failure_that_names_it(tmp_path):
     mask.unlink()
     mask.with_suffix(".zraw").unlink()
     results = preprocess_dataset(tmp_path, 4.0, SIZE, workers=1, progress=False)
-    assert any(r.status == "done" and r.uid == "1.0.good" for r in results)
+    assert any(r.status == "done" and r.case == "1.0.good" for r in results)
     failed = [r for r in results if r.status == "failed"]
     assert len(failed) == 1 and "1.0.lonely" in failed[0].message and "no mask" in failed[0].message
 

@@ -25,6 +25,7 @@ from transforms import (
     NormalizeHUd,
     Octantsd,
     SimpleITKReader,
+    SimpleITKWriter,
 )
 
 KEYS = ["image", "label"]
@@ -107,7 +108,7 @@ def test_luna16_chain_inverts_to_original_geometry_and_saves(tmp_path):
     post = Compose([
         Invertd("pred", transform=chain, orig_keys="label", nearest_interp=True),
         SaveImaged("pred", output_dir=tmp_path / "out", output_postfix="pred", output_ext=".mhd",
-                   output_dtype=np.uint8, separate_folder=False, print_log=False),
+                   output_dtype=np.uint8, separate_folder=False, print_log=False, writer=SimpleITKWriter),
     ])
     inverted = post(out)["pred"]
     assert inverted.shape == (1, 10, 9, 5)

@@ -115,8 +115,24 @@ def test_round_trip_through_monai_loadimage_saveimage(tmp_path, suffix, kind):
     assert_same_image(sitk.ReadImage(str(source)), sitk.ReadImage(str(tmp_path / "saved" / f"case_rt{suffix}")))
 
 
+@pytest.fixture
+def writer_table():
+    """MONAI's process-wide writer table, restored after the test (register_writer changes it on purpose)."""
+    from monai.data import image_writer
+
+    saved = {k: tuple(v) for k, v in image_writer.SUPPORTED_WRITERS.items()}
+    yield image_writer.SUPPORTED_WRITERS
+    image_writer.SUPPORTED_WRITERS.clear()
+    image_writer.SUPPORTED_WRITERS.update(saved)
+
+
 @pytest.mark.parametrize("suffix", FORMATS)
-def test_saveimage_picks_registered_writer_by_suffix(tmp_path, suffix):
+def test_saveimage_picks_registered_writer_by_suffix(tmp_path, suffix, writer_table):
+    from transforms import register_writer
+
+    register_writer()
+    assert all(writer_table[s[1:]][0] is SimpleITKWriter for s in FORMATS)
+    assert "png" in writer_table and writer_table["png"][0] is not SimpleITKWriter  # MONAI's others kept
     source = tmp_path / f"case{suffix}"
     sitk.WriteImage(make_image("mask", FLIP_X), str(source), True)
     load = LoadImage(reader="transforms.io.SimpleITKReader", image_only=True, ensure_channel_first=True, dtype=None)
@@ -235,7 +251,7 @@ def test_orientation_then_save_keeps_world_positions(tmp_path):
     out = chain({"label": str(source)})
     assert out["label"].shape[1:] == (5, 6, 4)
     SaveImage(output_dir=tmp_path, output_postfix="lpi", output_ext=".mha", output_dtype=np.uint8,
-              separate_folder=False, print_log=False)(out["label"])
+              separate_folder=False, print_log=False, writer=SimpleITKWriter)(out["label"])
     saved = sitk.ReadImage(str(tmp_path / "mask_lpi.mha"))
     back = sitk.Resample(saved, original, sitk.Transform(), sitk.sitkNearestNeighbor, 255)
     np.testing.assert_array_equal(sitk.GetArrayFromImage(back), sitk.GetArrayFromImage(original))

@@ -1,0 +1,24 @@
+"""``python -m pipeline export ckpt_export|onnx_export ...``: MONAI's export commands, written atomically."""
+
+from __future__ import annotations
+
+import argparse
+
+__all__ = ["add_parser"]
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    from pipeline import export
+
+    p = sub.add_parser("export", help="MONAI ckpt_export / onnx_export, written atomically",
+                       description=(export.__doc__ or "").split("\n\n")[0])
+    p.add_argument("command", choices=export.COMMANDS)
+    p.add_argument("args", nargs=argparse.REMAINDER, help="the MONAI command's arguments (with --filepath)")
+    p.set_defaults(func=_run)
+
+
+def _run(args: argparse.Namespace) -> int:
+    from pipeline.export import export
+
+    print(f"exported {export(args.command, args.args)}")
+    return 0

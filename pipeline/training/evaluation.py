@@ -1,0 +1,112 @@
+"""Per-case evaluation: Dice, error rate, HD95, average surface distance and lung volumes, as a CSV.
+
+:class:`CaseMetricsWriter` is an evaluator handler (``evaluate.json``): for each validation volume it
+computes the metrics on the evaluated grid (the bundle's 2.5 mm grid; distances and volumes use its
+spacing, so they are in mm and mL), writes ``metrics_per_case.csv`` and ``metrics_summary.json`` under
+``output_dir`` atomically, and prints the summary.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import logging
+import math
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from ignite.engine import Engine, Events
+
+from pipeline import device as devices
+from pipeline.files import atomic_write_text
+from pipeline.training.metrics import CASE_METRICS, case_metrics, spacing_of
+
+__all__ = ["CSV_COLUMNS", "CaseMetricsWriter"]
+
+logger = logging.getLogger(__name__)
+
+#: columns of ``metrics_per_case.csv``: the case id, then :data:`pipeline.training.metrics.CASE_METRICS`
+CSV_COLUMNS = ("uid", *CASE_METRICS)
+
+
+class CaseMetricsWriter:
+    """Evaluator handler writing one CSV row per case and a summary (rank 0 writes).
+
+    Args:
+        output_dir: folder for ``metrics_per_case.csv`` and ``metrics_summary.json``.
+        octant_split: split for the octant error rate (the reference's metric).
+        print_summary: also print the summary to stdout.
+    """
+
+    def __init__(self, output_dir: str | Path, octant_split: Sequence[int] | None = (2, 2, 2), print_summary: bool = True):
+        self.output_dir = Path(output_dir)
+        self.octant_split = tuple(octant_split) if octant_split else None
+        self.print_summary = print_summary
+        self.rows: list[dict[str, Any]] = []
+
+    def attach(self, engine: Engine) -> None:
+        engine.add_event_handler(Events.EPOCH_STARTED, lambda e: self.rows.clear())
+        engine.add_event_handler(Events.ITERATION_COMPLETED, self._iteration)
+        engine.add_event_handler(Events.EPOCH_COMPLETED, self._write)
+
+    def _iteration(self, engine: Engine) -> None:
+        outputs = engine.state.output if isinstance(engine.state.output, list) else [engine.state.output]
+        batch = engine.state.batch if isinstance(engine.state.batch, list) else [engine.state.batch]
+        for out, item in zip(outputs, batch):
+            pred, label = out["pred"], out["label"]
+            uid = item.get("uid") if isinstance(item, dict) else None
+            if uid is None:
+                meta = getattr(item.get("image"), "meta", {}) if isinstance(item, dict) else {}
+                uid = Path(str(meta.get("filename_or_obj", f"case{len(self.rows)}"))).name
+            row = {"uid": str(uid)}
+            row.update(case_metrics(pred.detach().cpu(), label.detach().cpu(), spacing_of(pred), self.octant_split))
+            self.rows.append(row)
+
+    def summary(self) -> dict[str, float]:
+        out: dict[str, float] = {"cases": float(len(self.rows))}
+        for col in CSV_COLUMNS[1:]:
+            values = np.array([r[col] for r in self.rows], dtype=float)
+            finite = values[np.isfinite(values)]
+            out[f"mean_{col}"] = float(finite.mean()) if finite.size else math.nan
+            out[f"median_{col}"] = float(np.median(finite)) if finite.size else math.nan
+        return out
+
+    def _gather_rows(self) -> None:
+        """Under DDP each rank evaluated a shard: collect every rank's rows (object collective over gloo)."""
+        if devices.get_world_size() <= 1 or not torch.distributed.is_initialized():
+            return
+        parts: list[list[dict[str, Any]]] = [[] for _ in range(devices.get_world_size())]
+        torch.distributed.all_gather_object(parts, self.rows)
+        seen: set[str] = set()
+        rows = []
+        for part in parts:
+            for row in part:
+                if row["uid"] not in seen:  # a case evaluated by several ranks (padding of the sampler) counts once
+                    seen.add(row["uid"])
+                    rows.append(row)
+        self.rows = sorted(rows, key=lambda r: r["uid"])
+
+    def _write(self, engine: Engine) -> None:
+        self._gather_rows()
+        if not devices.is_main_process():
+            return
+        buf = io.StringIO()
+        writer = csv.DictWriter(buf, fieldnames=list(CSV_COLUMNS))
+        writer.writeheader()
+        for r in self.rows:
+            writer.writerow({k: (f"{v:.6g}" if isinstance(v, float) else v) for k, v in r.items()})
+        atomic_write_text(self.output_dir / "metrics_per_case.csv", buf.getvalue())
+        summary = self.summary()
+        atomic_write_text(self.output_dir / "metrics_summary.json", json.dumps(summary, indent=2) + "\n")
+        text = (
+            f"evaluation over {len(self.rows)} cases: mean Dice {summary['mean_dice']:.4f}, error rate "
+            f"{summary['mean_error_rate_pct']:.3f} % (octants {summary['mean_error_rate_octants_pct']:.3f} %), "
+            f"HD95 {summary['mean_hd95_mm']:.2f} mm, ASD {summary['mean_asd_mm']:.2f} mm -> {self.output_dir}"
+        )
+        logger.info(text)
+        if self.print_summary:
+            print(text, flush=True)

@@ -1,0 +1,71 @@
+"""Training losses: the reference's class-weighted cross-entropy, and MONAI's Dice variants.
+
+``make_loss("ce", weights)`` is identical to the reference's weighted NLL on log-softmax, with the reference's
+class weights computed from the training samples by :func:`reference_class_weights`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import torch
+from monai.losses import DiceCELoss, DiceLoss
+
+from pipeline.data.datasets import FlattenedDataset
+
+__all__ = ["LOSS_CHOICES", "make_loss", "reference_class_weights"]
+
+
+def reference_class_weights(dataset: FlattenedDataset, parts_per_volume: int = 8) -> list[float]:
+    """The reference's NLL class weights: [m / (1 + m), 1 / (1 + m)].
+
+    m is the mean, over the kept (volume, octant) samples, of the foreground fraction of the sample's
+    whole volume (docs/reference.md). Dropped octants hold no foreground, so a volume's fraction is the
+    foreground of its kept samples over ``parts_per_volume`` x the sample size.
+
+    Args:
+        dataset: the training samples.
+        parts_per_volume: samples a volume was cut into before empty ones were dropped (2x2x2 = 8).
+
+    Returns:
+        ``[w_background, w_foreground]``.
+    """
+    if not dataset.foreground:
+        raise ValueError("the training dataset has no labelled samples: cannot compute class weights")
+    fg_per_volume: dict[int, float] = {}
+    size_per_volume: dict[int, int] = {}
+    for k, (fg, vox) in enumerate(zip(dataset.foreground, dataset.voxels)):
+        v = dataset.volume_of(k)
+        fg_per_volume[v] = fg_per_volume.get(v, 0.0) + fg
+        size_per_volume[v] = vox * parts_per_volume
+    fractions = [fg_per_volume[dataset.volume_of(k)] / size_per_volume[dataset.volume_of(k)] for k in range(len(dataset))]
+    m = float(np.mean(fractions))
+    return [m / (1.0 + m), 1.0 / (1.0 + m)]
+
+
+#: ``ce``: weighted cross-entropy (the reference); ``dice``: soft Dice; ``dicece``: their sum
+LOSS_CHOICES = ("ce", "dice", "dicece")
+
+
+def make_loss(name: str = "ce", weight: Sequence[float] | None = None) -> torch.nn.Module:
+    """The training loss on logits (N, 2, *spatial) and labels (N, 1, *spatial).
+
+    Args:
+        name: ``"ce"``: class-weighted cross-entropy, identical to the reference's weighted NLL on
+            log-softmax; ``"dice"``: MONAI's soft Dice on softmax, background excluded (the V-Net paper's
+            Dice squares the terms of the denominator; this one does not);
+            ``"dicece"``: their sum.
+        weight: class weights for the cross-entropy term (``[w_bg, w_fg]``).
+
+    Raises:
+        ValueError: unknown name.
+    """
+    w = torch.as_tensor(weight, dtype=torch.float32) if weight is not None else None
+    if name == "ce":
+        return DiceCELoss(to_onehot_y=True, softmax=True, lambda_dice=0.0, lambda_ce=1.0, weight=w)
+    if name == "dice":
+        return DiceLoss(to_onehot_y=True, softmax=True, include_background=False)
+    if name == "dicece":
+        return DiceCELoss(to_onehot_y=True, softmax=True, include_background=False, weight=w)
+    raise ValueError(f"loss must be one of {LOSS_CHOICES}, got {name!r}")

@@ -1,0 +1,97 @@
+"""Octant-flattened cached datasets, the reference's class weights and the loss choices."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from monai.transforms import Lambdad
+
+from pipeline.data.datasets import FlattenedDataset, volume_dataset
+from pipeline.training.losses import make_loss, reference_class_weights
+from transforms import Octantsd
+
+
+def _volumes(n=3):
+    data = []
+    for i in range(n):
+        lab = torch.zeros(1, 8, 8, 8)
+        lab[:, :4, :4, : 2 + i] = 1  # lung in the (x<4, y<4) octants only, growing with i
+        data.append({"image": torch.full((1, 8, 8, 8), float(i)), "label": lab, "uid": f"case{i}"})
+    return data
+
+
+def test_flattened_dataset_indexes_kept_octants_of_every_volume():
+    xf = Octantsd(keys=["image", "label"], label_key="label", split=(2, 2, 2), drop_empty=True)
+    ds = FlattenedDataset(_volumes(), xf, sample_transform=[Lambdad("image", lambda x: x + 100)], cache="memory")
+    # case0/1 have lung in z<4 only (1 octant); case2 too (z < 4): each keeps one octant
+    assert len(ds) == 3
+    assert [ds.volume_of(k) for k in range(len(ds))] == [0, 1, 2]
+    s = ds[2]
+    assert s["image"].shape == (1, 4, 4, 4) and float(s["image"].max()) == 102.0  # sample transform applied
+    assert s["uid"] == "case2" and s["octant"] == 0
+    full = FlattenedDataset(_volumes(), Octantsd(keys=["image", "label"], drop_empty=False), cache="none")
+    assert len(full) == 24
+
+
+@pytest.mark.parametrize("cache", ["memory", "disk", "none"])
+def test_cache_modes_give_the_same_samples(tmp_path, cache):
+    xf = Octantsd(keys=["image", "label"], label_key="label")
+    ds = FlattenedDataset(_volumes(), xf, cache=cache, cache_dir=tmp_path / "c")
+    assert len(ds) == 3 and torch.equal(torch.as_tensor(ds[1]["label"]), torch.as_tensor(_volumes()[1]["label"])[:, :4, :4, :4])
+
+
+def test_volume_dataset_rejects_bad_cache_arguments():
+    with pytest.raises(ValueError, match="cache must be one of"):
+        volume_dataset([], None, cache="ram")
+    with pytest.raises(ValueError, match="cache_dir"):
+        volume_dataset([], None, cache="disk")
+
+
+def test_reference_class_weights_use_the_whole_volume_fraction():
+    ds = FlattenedDataset(_volumes(), Octantsd(keys=["image", "label"]), cache="none")
+    # volume foreground fractions: 4*4*(2+i) / 512 for i = 0, 1, 2; one sample per volume
+    m = sum(16 * (2 + i) / 512 for i in range(3)) / 3
+    w = reference_class_weights(ds)
+    assert w == pytest.approx([m / (1 + m), 1 / (1 + m)])
+    assert sum(w) == pytest.approx(1.0)
+
+
+def test_weighted_ce_equals_the_reference_weighted_nll():
+    torch.manual_seed(0)
+    logits = torch.randn(2, 2, 4, 4, 4)
+    label = (torch.rand(2, 1, 4, 4, 4) > 0.7).long()
+    w = [0.1, 0.9]
+    ours = make_loss("ce", w)(logits, label)
+    # the reference: log_softmax, channels last, flatten, F.nll_loss(weight=...)
+    ref = torch.nn.functional.nll_loss(
+        torch.log_softmax(logits, 1).permute(0, 2, 3, 4, 1).reshape(-1, 2), label.reshape(-1), weight=torch.tensor(w)
+    )
+    assert ours.item() == pytest.approx(ref.item(), rel=1e-6)
+    for name in ("dice", "dicece"):
+        assert torch.isfinite(make_loss(name, w)(logits, label))
+    with pytest.raises(ValueError, match="loss must be one of"):
+        make_loss("focal")
+
+
+def _failing_for(uid):
+    def xf(d):
+        if d["uid"] == uid:
+            raise ValueError(f"cannot read {uid}.mhd")
+        return Octantsd(keys=["image", "label"])(d)
+
+    return xf
+
+
+def test_a_case_that_fails_to_load_is_reported_once_and_excluded(caplog):
+    with caplog.at_level("ERROR", logger="pipeline.data.datasets"):
+        ds = FlattenedDataset(_volumes(), _failing_for("case1"), cache="memory")
+    assert len(ds) == 2 and [ds[k]["uid"] for k in range(2)] == ["case0", "case2"]
+    assert ds.bad_cases == [("case1", "ValueError: cannot read case1.mhd")]
+    assert sum("case1 is excluded" in r.message for r in caplog.records) == 1
+
+
+def test_too_many_bad_cases_stop_with_a_summary():
+    from transforms.errors import InputError
+
+    with pytest.raises(InputError, match=r"1 of 3 cases could not be used \(limit max_bad_cases = 0\).*case1"):
+        FlattenedDataset(_volumes(), _failing_for("case1"), cache="none", max_bad_cases=0)
