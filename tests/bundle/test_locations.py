@@ -1,0 +1,82 @@
+"""The bundle runs from any folder with the installed packages (no PYTHONPATH), and its outputs go to its bundle root.
+
+Three ways a user runs it: from the repository root (every other bundle test), from inside a bundle folder (MONAI
+model-zoo's convention, ``--config_file configs/inference.json``), and from an unrelated folder with absolute config
+paths and ``--bundle_root``. The configs find ``networks``, ``transforms`` and ``pipeline`` because they are installed
+(``pip install -e .``, as the README says), not because the working directory holds them.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import SimpleITK as sitk
+
+from tests.bundle.conftest import CONFIGS, REPO, TINY
+
+pytestmark = pytest.mark.slow
+
+
+def _monai_bundle(*args: str, cwd: Path) -> subprocess.CompletedProcess:
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    env.update(PYTHONWARNINGS="ignore", OMP_NUM_THREADS=os.environ.get("OMP_NUM_THREADS", "2"))
+    proc = subprocess.run([sys.executable, "-m", "monai.bundle", *args], cwd=cwd, env=env, capture_output=True,
+                          text=True, timeout=600)
+    assert proc.returncode == 0, f"{args} in {cwd}:\n{proc.stdout[-2000:]}\n{proc.stderr[-3000:]}"
+    return proc
+
+
+def test_the_packages_are_imported_from_the_installation_not_the_working_folder(tmp_path):
+    code = "import networks, pipeline, transforms; print(pipeline.config.bundle_dir())"
+    proc = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, timeout=120,
+                          env={k: v for k, v in os.environ.items() if k != "PYTHONPATH"})
+    assert proc.returncode == 0, "install the project first (pip install -e .): " + proc.stderr[-500:]
+    assert (Path(proc.stdout.strip()) / "configs" / "train.json").is_file()
+
+
+def test_inference_from_inside_a_bundle_folder_writes_under_it(trained_bundle, tiny_data, tmp_path):
+    bundle = tmp_path / "my_bundle"
+    shutil.copytree(REPO / "bundle" / "configs", bundle / "configs")
+    shutil.copytree(trained_bundle / "models", bundle / "models")
+    _monai_bundle("run", "--config_file", "['configs/inference.json','configs/quick.json']", "--dataset_dir",
+                  str(tiny_data / "lung_ct_image"), "--roi_size", "[16,16,16]", *TINY[:6], cwd=bundle)
+    written = sorted((bundle / "eval" / "inference").glob("*_lung.mhd"))
+    inputs = sorted((tiny_data / "lung_ct_image").glob("*.mhd"))
+    assert [p.name.replace("_lung", "") for p in written] == [p.name for p in inputs]
+
+
+def test_training_from_another_folder_with_absolute_configs_and_bundle_root(tiny_data, tmp_path):
+    elsewhere, root = tmp_path / "elsewhere", tmp_path / "runs" / "one"
+    elsewhere.mkdir()
+    _monai_bundle("run", "training", "--config_file",
+                  repr([str(CONFIGS / "train.json"), str(CONFIGS / "quick.json")]), "--dataset_dir", str(tiny_data),
+                  "--bundle_root", str(root), "--epochs", "1", *TINY, cwd=elsewhere)
+    assert (root / "models" / "model.pt").is_file() and (root / "eval" / "tensorboard").is_dir()
+    assert not any(elsewhere.iterdir()) and not (REPO / "bundle" / "eval" / "cache").exists()
+
+
+def test_bundle_inference_and_the_segment_tool_give_the_same_mask(trained_bundle, tiny_data, tmp_path):
+    """One inference path: the same preprocessing, network and sliding window from the same config. The segment
+    tool's binary mask without its cleanup equals what inference.json writes, up to voxels on the lung's edge where
+    MONAI's and SimpleITK's resampling of the CT differ by rounding."""
+    from pipeline.inference.segmenter import LungSegmenter
+
+    out = tmp_path / "bundle_masks"
+    tiny = {"vox_spacing": 4.0, "spatial_size": [32, 32, 32], "network_def#init_filters": 4, "roi_size": [16, 16, 16]}
+    _monai_bundle("run", "--config_file", str(CONFIGS / "inference.json"), "--dataset_dir",
+                  str(tiny_data / "lung_ct_image"), "--bundle_root", str(trained_bundle), "--output_dir", str(out),
+                  *TINY[:6], "--roi_size", "[16,16,16]", cwd=tmp_path)
+    segmenter = LungSegmenter(trained_bundle / "models" / "model.pt", CONFIGS / "inference.json", device="cpu",
+                              labels="binary", postprocess=False, overrides=tiny)
+    for ct in sorted((tiny_data / "lung_ct_image").glob("*.mhd")):
+        bundle_mask = sitk.GetArrayFromImage(sitk.ReadImage(str(out / f"{ct.stem}_lung.mhd")))
+        tool_mask = sitk.GetArrayFromImage(segmenter.segment(ct).mask)
+        assert bundle_mask.shape == tool_mask.shape
+        agree = float(np.mean(bundle_mask == tool_mask))
+        assert agree >= 0.995, f"{ct.name}: the two paths agree on {agree:.4%} of voxels"
