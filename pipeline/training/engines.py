@@ -54,6 +54,17 @@ def batch_case_ids(batch: Any, max_ids: int = 16) -> list[str]:
     return []
 
 
+def _unpack_batch(engine: Workflow, batchdata: Any) -> tuple[Any, Any, Sequence, dict]:
+    """MONAI's batch preparation at the start of both engines' ``_iteration``: (inputs, targets, args, kwargs) on the
+    engine's device; ``engine.state.output`` starts as ``{image, label}``."""
+    if batchdata is None:
+        raise ValueError("Must provide batch data for current iteration.")
+    batch = engine.prepare_batch(batchdata, engine.state.device, engine.non_blocking, **engine.to_kwargs)
+    inputs, targets, args, kwargs = batch if len(batch) == 4 else (*batch, (), {})
+    engine.state.output = {Keys.IMAGE: inputs, Keys.LABEL: targets}
+    return inputs, targets, args, kwargs
+
+
 class SupervisedTrainer(_MonaiSupervisedTrainer):
     """``monai.engines.SupervisedTrainer`` with AMP on any device type and a NaN/Inf guard.
 
@@ -143,16 +154,7 @@ class SupervisedTrainer(_MonaiSupervisedTrainer):
     def _amp_iteration(self, engine: SupervisedTrainer, batchdata: dict[str, torch.Tensor]) -> dict:
         # MONAI's AMP branch of SupervisedTrainer._iteration with torch.autocast(<device type>) instead of
         # torch.autocast("cuda"), and an optional scaler (None for bfloat16).
-        if batchdata is None:
-            raise ValueError("Must provide batch data for current iteration.")
-        batch = engine.prepare_batch(batchdata, engine.state.device, engine.non_blocking, **engine.to_kwargs)
-        if len(batch) == 2:
-            inputs, targets = batch
-            args: tuple = ()
-            kwargs: dict = {}
-        else:
-            inputs, targets, args, kwargs = batch
-        engine.state.output = {Keys.IMAGE: inputs, Keys.LABEL: targets}
+        inputs, targets, args, kwargs = _unpack_batch(engine, batchdata)
         acc = engine.accumulation_steps
         local_iter = (engine.state.iteration - 1) % (engine.state.epoch_length or 1 << 62)
         should_zero_grad = acc <= 1 or local_iter % acc == 0
@@ -228,16 +230,7 @@ class SupervisedEvaluator(_MonaiSupervisedEvaluator):
         if not engine.amp:
             return super()._iteration(engine, batchdata)
         # MONAI's AMP branch with torch.autocast(<device type>) instead of torch.autocast("cuda").
-        if batchdata is None:
-            raise ValueError("Must provide batch data for current iteration.")
-        batch = engine.prepare_batch(batchdata, engine.state.device, engine.non_blocking, **engine.to_kwargs)
-        if len(batch) == 2:
-            inputs, targets = batch
-            args: Sequence = ()
-            kwargs: dict = {}
-        else:
-            inputs, targets, args, kwargs = batch
-        engine.state.output = {Keys.IMAGE: inputs, Keys.LABEL: targets}
+        inputs, targets, args, kwargs = _unpack_batch(engine, batchdata)
         with engine.mode(engine.network):
             with devices.autocast(torch.device(engine.state.device), enabled=True, dtype=self.amp_dtype):
                 pred = engine.inferer(inputs, engine.network, *args, **kwargs)
