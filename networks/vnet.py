@@ -1,7 +1,8 @@
 """V-Net (Milletari et al. 2016) as in the reference PyTorch port, with MONAI layer factories.
 
 One public class, :class:`VNet`. (About 480 lines: the network and its CPU fast paths are one definition, so that
-the fast paths are checked against the plain layers they replace in one place.) The private blocks below mirror the reference's modules and attribute
+the fast paths are checked against the plain layers they replace in one place.) The private blocks below mirror the
+reference's modules and attribute
 names (``in_tr``, ``down_tr32`` ... ``out_tr``; ``conv1``, ``bn1``, ``relu1``, ``do1`` ...), so the keys of a
 mattmacy/vnet.pytorch (or Ascend) checkpoint match ``VNet()``'s once DataParallel's ``module.`` prefix is removed
 (not tested here: no reference checkpoint is available); MONAI ``VNet`` weights go through
@@ -324,9 +325,9 @@ class VNet(nn.Module):
     instead of a repeated copy, a narrow output head (out_channels <= 3) uses a tap-folded 5^d convolution and a
     batched matmul for its 1^d convolution, in 3-D the last up stage and the head run channels-last, and in CPU
     training every BatchNorm -> PReLU and residual add -> PReLU runs as one ``torch.compile``-generated kernel
-    forward and backward (``networks.fused``: compiled once per process, ~6 s with a warm cache; ``VNET_NO_FUSED=1`` turns
-    it off). Same multiply-adds, different summation order, so fp32 outputs equal the plain path to rounding; the
-    logits are contiguous either way. Parameters and state dict are the same either way; ``optimized=False`` is the
+    forward and backward (``networks.fused``: compiled once per process; ``VNET_NO_FUSED=1`` turns it off). Same
+    multiply-adds, different summation order, so fp32 outputs equal the plain path to rounding; the logits are
+    contiguous either way. Parameters and state dict are the same either way; ``optimized=False`` is the
     plain, MONAI-like computation.
 
     Args:

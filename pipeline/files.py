@@ -39,8 +39,8 @@ def atomic_path(path: str | os.PathLike, suffix: str | None = None) -> Iterator[
     path = Path(path)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=suffix if suffix is not None else "".join(path.suffixes),
-                                   dir=path.parent)
+        suffix = suffix if suffix is not None else "".join(path.suffixes)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=suffix, dir=path.parent)
     except OSError as e:
         raise InputError(f"cannot write '{path}': {e.strerror or e}") from e
     os.close(fd)
@@ -107,7 +107,8 @@ def load_checkpoint(path: str | os.PathLike, map_location: Any = "cpu") -> Any:
             f" ({unsafe[0][:200]}). Only load checkpoints from sources you trust, and re-save them as state dicts."
         ) from e
     except (RuntimeError, EOFError, OSError, ValueError) as e:
-        raise InputError(f"checkpoint '{path}' cannot be read (truncated or not a torch file): {str(e).splitlines()[0][:200]}") from e
+        reason = str(e).splitlines()[0][:200]
+        raise InputError(f"checkpoint '{path}' cannot be read (truncated or not a torch file): {reason}") from e
 
 
 def state_dict_from_checkpoint(checkpoint: object, path: str | os.PathLike) -> dict[str, torch.Tensor]:

@@ -112,8 +112,9 @@ def preprocess_case(
             data = xf({image_key: read_image(image_path), label_key: read_image(label_path)})
         image, label = data[image_key], data[label_key]
         if float(image.min()) >= NON_HU_MIN:
-            notes.append(f"'{image_path}': no negative voxel (min {float(image.min()):.0f}): this does not look like a CT in"
-                         " Hounsfield units (air is -1000 HU); convert with the scanner's rescale slope/intercept first")
+            notes.append(f"'{image_path}': no negative voxel (min {float(image.min()):.0f}): this does not look like a"
+                         " CT in Hounsfield units (air is -1000 HU); convert with the scanner's rescale slope/intercept"
+                         " first")
         resampled = [round(n * s / spacing) for n, s in zip(source.GetSize(), source.GetSpacing())]
         if any(r < t for r, t in zip(resampled, spatial_size)):
             notes.append(f"'{image_path}': resampled size {tuple(resampled)} is smaller than the crop "
@@ -203,8 +204,8 @@ def preprocess_dataset(
         if r.status == "failed":
             logger.error(f"case {r.case} failed: {r.message}")
     counts = count_statuses(results)
-    logger.info(f"preprocess: {counts['done']} done, {counts['skipped']} skipped, {counts['failed']} failed "
-                f"in {time.perf_counter() - t0:.1f} s ({workers} workers) -> {Path(root) / luna16.NORMALIZED_IMAGE_DIR}")
+    logger.info(f"preprocess: {counts['done']} done, {counts['skipped']} skipped, {counts['failed']} failed in "
+                f"{time.perf_counter() - t0:.1f} s ({workers} workers) -> {Path(root) / luna16.NORMALIZED_IMAGE_DIR}")
     return results
 
 

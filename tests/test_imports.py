@@ -52,8 +52,8 @@ def test_importing_every_module_changes_no_global_state():
     proc = subprocess.run([sys.executable, "-c", code], cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
     result = json.loads(proc.stdout.strip().splitlines()[-1])
-    expected = {"pipeline.cli", "pipeline.device.distributed", "pipeline.inference.segmenter", "pipeline.training.engines",
-                "pipeline.data.luna16", "transforms.io", "networks.fused"}
+    expected = {"pipeline.cli", "pipeline.device.distributed", "pipeline.inference.segmenter",
+                "pipeline.training.engines", "pipeline.data.luna16", "transforms.io", "networks.fused"}
     assert expected <= set(result["modules"]), "the walk missed modules"
     for what in result["before"]:
         assert result["after"][what] == result["before"][what], f"importing changed {what}"

@@ -125,7 +125,8 @@ def check_pair(image_path: str, label_path: str) -> None:
         raise InputError(f"'{image_path}': voxel spacing {tuple(round(s, 4) for s in spacing)} mm is not a CT's "
                          f"(expected each in (0, {MAX_SPACING_MM:g}] mm): check the header's ElementSpacing")
     if tuple(img.GetSize()) != tuple(lab.GetSize()):
-        raise InputError(f"'{label_path}': mask size {lab.GetSize()} differs from its image's {img.GetSize()} ('{image_path}')")
+        raise InputError(f"'{label_path}': mask size {lab.GetSize()} differs from its image's {img.GetSize()} "
+                         f"('{image_path}')")
     for name, a, b in (
         ("spacing", img.GetSpacing(), lab.GetSpacing()),
         ("origin", img.GetOrigin(), lab.GetOrigin()),

@@ -11,8 +11,8 @@ from pathlib import Path
 
 from transforms.io import SUPPORTED_SUFFIXES
 
-__all__ = ["LABEL_CHOICES", "MASK_POSTFIX", "QC_POSTFIX", "STATS_CSV", "LikeInputLayout", "output_path_like_input", "output_paths",
-           "source_name_formatter"]
+__all__ = ["LABEL_CHOICES", "MASK_POSTFIX", "QC_POSTFIX", "STATS_CSV", "LikeInputLayout", "output_path_like_input",
+           "output_paths", "source_name_formatter"]
 
 #: the mask's labels: ``left-right`` 1 = right lung, 2 = left lung (lungmask's convention); ``binary`` 1 = lung
 LABEL_CHOICES = ("left-right", "binary")
@@ -30,7 +30,8 @@ def _split_name(source: str) -> tuple[str, str]:
     return (name[: len(name) - len(ext)] if ext else name), ext
 
 
-def output_path_like_input(source: str, output_dir: str, postfix: str = MASK_POSTFIX, default_ext: str = DEFAULT_EXT) -> str:
+def output_path_like_input(source: str, output_dir: str, postfix: str = MASK_POSTFIX,
+                           default_ext: str = DEFAULT_EXT) -> str:
     """``output_dir/<input name><postfix><input's extension>``; a DICOM series folder (or any other input) gives NIfTI.
 
     Examples:

@@ -242,7 +242,8 @@ class LungSegmenter:
         key = self.image_key
         if self._fast:
             size = tuple(image.GetSize())
-            placeholder = MetaTensor(torch.zeros(1, 1, 1, 1).expand(1, *size), affine=torch.as_tensor(sitk_affine(image)))
+            affine = torch.as_tensor(sitk_affine(image))
+            placeholder = MetaTensor(torch.zeros(1, 1, 1, 1).expand(1, *size), affine=affine)
             data = {key: placeholder}
             for t in self._spatial:
                 data = t(data)

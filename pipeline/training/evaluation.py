@@ -42,7 +42,8 @@ class CaseMetricsWriter:
         print_summary: also print the summary to stdout.
     """
 
-    def __init__(self, output_dir: str | Path, octant_split: Sequence[int] | None = (2, 2, 2), print_summary: bool = True):
+    def __init__(self, output_dir: str | Path, octant_split: Sequence[int] | None = (2, 2, 2),
+                 print_summary: bool = True):
         self.output_dir = Path(output_dir)
         self.octant_split = tuple(octant_split) if octant_split else None
         self.print_summary = print_summary

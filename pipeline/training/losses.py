@@ -39,7 +39,8 @@ def reference_class_weights(dataset: FlattenedDataset, parts_per_volume: int = 8
         v = dataset.volume_of(k)
         fg_per_volume[v] = fg_per_volume.get(v, 0.0) + fg
         size_per_volume[v] = vox * parts_per_volume
-    fractions = [fg_per_volume[dataset.volume_of(k)] / size_per_volume[dataset.volume_of(k)] for k in range(len(dataset))]
+    volumes = [dataset.volume_of(k) for k in range(len(dataset))]
+    fractions = [fg_per_volume[v] / size_per_volume[v] for v in volumes]
     m = float(np.mean(fractions))
     return [m / (1.0 + m), 1.0 / (1.0 + m)]
 

@@ -32,7 +32,8 @@ def check_run_settings(ckpt_dir: str | Path, **settings: Any) -> None:
         if name in COUNTS:
             minimum = 0 if name in COUNTS[3:] else 1
             if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-                raise InputError(f"--{name} must be a whole number >= {minimum}, got {value!r} ({type(value).__name__})")
+                raise InputError(f"--{name} must be a whole number >= {minimum}, got {value!r} "
+                                 f"({type(value).__name__})")
         elif isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0 or value != value:
             raise InputError(f"--{name} must be a non-negative number, got {value!r} ({type(value).__name__})")
     folder = Path(ckpt_dir)
