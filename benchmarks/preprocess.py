@@ -31,6 +31,9 @@ and n2 = 4 x n1 header copies of the case (one shared data file) in one child; t
 (n2 - n1) is the time per case in steady state, median single-case time / slope the effective parallelism P
 (capped at the worker count), and 888 x median / P the estimate (the workers' start-up, a few seconds, is left
 out). ``--tiny`` skips this measurement and assumes P = workers.
+
+(About 430 lines: both algorithms, their timing harness and the agreement check stay in one script, so that one
+command reproduces every figure.)
 """
 
 from __future__ import annotations
@@ -54,7 +57,7 @@ sys.path.insert(0, str(REPO))
 from benchmarks.segment import cpu_name
 from pipeline.data.luna16 import NORMALIZED_IMAGE_DIR, NORMALIZED_MASK_DIR
 
-__all__ = ["main", "reference_case", "seed_crop_or_pad", "seed_resample"]
+__all__ = ["main", "reference_case", "reference_crop_or_pad", "reference_resample"]
 
 FULL_SHAPE = (512, 512, 300)  # (x, y, z) voxels
 TINY_SHAPE = (128, 128, 64)
@@ -75,7 +78,7 @@ KB_PER_MB = 1024.0
 OUTSIDE = -32768.0  # resampling default: marks points outside our grid in the agreement
 
 
-def seed_resample(array: np.ndarray, spacing_zyx: tuple[float, float, float], new_spacing: float) -> np.ndarray:
+def reference_resample(array: np.ndarray, spacing_zyx: tuple[float, float, float], new_spacing: float) -> np.ndarray:
     """The reference's ``resample_volume``: (z, y, x) array -> cubic-spline zoom to ``new_spacing`` mm, int16."""
     from scipy import ndimage
 
@@ -84,7 +87,7 @@ def seed_resample(array: np.ndarray, spacing_zyx: tuple[float, float, float], ne
     return ndimage.zoom(array, new_shape / np.asarray(array.shape), mode="nearest").astype(np.int16)
 
 
-def seed_crop_or_pad(src: np.ndarray, size_zyx: tuple[int, int, int]) -> tuple[np.ndarray, tuple[int, int, int]]:
+def reference_crop_or_pad(src: np.ndarray, size_zyx: tuple[int, int, int]) -> tuple[np.ndarray, tuple[int, int, int]]:
     """The reference's ``copy_normalized`` (vectorised, same indices): centred crop/pad, filled with the minimum.
 
     Args:
@@ -138,9 +141,9 @@ def reference_case(ct_path: str, mask_path: str, out_dir: str, spacing: float, s
         x_sp, y_sp, z_sp = itk.GetSpacing()
         array = sitk.GetArrayFromImage(itk)  # (z, y, x)
         t1 = time.perf_counter()
-        resampled = seed_resample(array, (z_sp, y_sp, x_sp), spacing)
+        resampled = reference_resample(array, (z_sp, y_sp, x_sp), spacing)
         t2 = time.perf_counter()
-        volume, start = seed_crop_or_pad(resampled, size_zyx)
+        volume, start = reference_crop_or_pad(resampled, size_zyx)
         if key == "ct":  # the reference's dataset statistics on a clipped copy (Ascend computes, then drops them)
             clipped = np.clip(volume, *HU_CLIP)
             geometry["ct_mean_var"] = (float(np.mean(clipped)), float(np.var(clipped)))

@@ -16,7 +16,6 @@ reported with its uid and reason without stopping the others.
 
 from __future__ import annotations
 
-import json
 import logging
 import multiprocessing
 import os
@@ -24,7 +23,6 @@ import time
 import warnings
 from collections.abc import Mapping, Sequence
 from concurrent.futures import ProcessPoolExecutor, as_completed
-from functools import lru_cache
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -32,7 +30,7 @@ import numpy as np
 from monai.transforms import Compose, EnsureChannelFirstd, LoadImaged
 
 from pipeline.cases import CaseResult, count_statuses
-from pipeline.config import config_file, load_config
+from pipeline.config import config_file, load_config, parsed
 from pipeline.data import luna16
 from pipeline.data.checks import check_pair, header
 from pipeline.errors import cause_message
@@ -68,24 +66,36 @@ def config_chain(configs: Sequence[str | os.PathLike], overrides: Mapping[str, A
     Raises:
         InputError: the config cannot be read or lacks what preprocessing needs.
     """
-    return _cached_chain(tuple(map(str, configs)), json.dumps(dict(overrides or {}), sort_keys=True))
+    configs = tuple(map(str, configs))
+    overrides = dict(overrides or {})
+    key = (configs, repr(sorted(overrides.items())))
+    if key not in _CHAINS:
+        _CHAINS[key] = _build_chain(configs, overrides)
+    return _CHAINS[key]
 
 
-@lru_cache(maxsize=4)
-def _cached_chain(configs: tuple[str, ...], overrides_json: str) -> PreprocessChain:
-    parser = load_config(list(configs), json.loads(overrides_json))
+_CHAINS: dict[tuple, PreprocessChain] = {}  # built chains of this process (the command's workers build theirs once)
+
+
+def _build_chain(configs: tuple[str, ...], overrides: dict[str, Any]) -> PreprocessChain:
+    parser = load_config(list(configs), overrides, expected="train.json")
+    name = "config " + ", ".join(f"'{c}'" for c in configs)
     for key in ("preprocessing_transforms", "image_key", "label_key", "vox_spacing", "spatial_size"):
         if key not in parser:
-            raise InputError(f"config {', '.join(configs)} has no '{key}': pass the bundle's train.json (and overlays)")
-    chain = list(parser.get_parsed_content("preprocessing_transforms"))
+            raise InputError(f"{name} has no '{key}': pass the bundle's train.json (and its overlays)")
+    chain = list(parsed(parser, "preprocessing_transforms", name))
     # read_image (one-line errors naming the file) does what LoadImaged + EnsureChannelFirstd do
     while chain and isinstance(chain[0], (LoadImaged, EnsureChannelFirstd)):
         chain.pop(0)
-    spacing = parser.get_parsed_content("vox_spacing")
-    spacing = float(spacing) if np.ndim(spacing) == 0 else float(min(spacing))
-    size = tuple(int(s) for s in parser.get_parsed_content("spatial_size"))
-    return PreprocessChain(Compose(chain), parser.get_parsed_content("image_key"),
-                           parser.get_parsed_content("label_key"), spacing, size)
+    spacing, size = parsed(parser, "vox_spacing", name), parsed(parser, "spatial_size", name)
+    try:
+        spacing = float(spacing) if np.ndim(spacing) == 0 else float(min(spacing))
+        size = tuple(int(s) for s in size)
+    except (TypeError, ValueError):
+        raise InputError(f"{name}: vox_spacing {spacing!r} / spatial_size {size!r}: expected mm and (X, Y, Z) "
+                         "voxel counts") from None
+    return PreprocessChain(Compose(chain), parsed(parser, "image_key", name), parsed(parser, "label_key", name),
+                           spacing, size)
 
 
 def preprocess_case(
@@ -164,6 +174,8 @@ def preprocess_dataset(
         raise InputError(f"VOX_SPACING must be a positive number of mm, got {spacing}")
     if spatial_size is not None and (len(spatial_size) != 3 or any(int(s) < 1 for s in spatial_size)):
         raise InputError(f"Z_MAX Y_MAX X_MAX must be positive voxel counts, got {tuple(spatial_size)[::-1]}")
+    if workers is not None and (isinstance(workers, bool) or not isinstance(workers, int) or workers < 1):
+        raise InputError(f"--workers must be a whole number >= 1, got {workers!r}")
     configs = [str(c) for c in ([config_file("train.json")] if config is None else
                                 [config] if isinstance(config, (str, os.PathLike)) else config)]
     overrides = dict(overrides or {})

@@ -28,7 +28,9 @@ python -m monai.bundle run training --config_file "$EVAL" --dataset_dir "$DATA" 
     > "$OUT/evaluate.log" 2>&1 || { tail -n 30 "$OUT/evaluate.log"; exit 1; }
 
 echo "== 4/5 segment a held-out CT in its own geometry (mask, QC picture, volumes) -> $OUT/segmentation"
-CT=$(python -c "import sys, pipeline.data.luna16 as l; print(l.datalist(sys.argv[1], 'validation')[0]['image'])" "$DATA")
+# the first validation case of the run's own split (the bundle's datalist, with the same configs as training)
+CT=$(python -c "import sys; from pipeline.config import load_config; print(load_config(sys.argv[2:], {'dataset_dir': \
+sys.argv[1]}).get_parsed_content('datalist')['validation'][0]['image'])" "$DATA" bundle/configs/train.json bundle/configs/quick.json)
 python -m pipeline segment "$CT" --out "$OUT/segmentation" --model "$OUT/models/model.pt" \
     --config bundle/configs/inference.json bundle/configs/quick.json --no-progress \
     > "$OUT/segment.log" 2>&1 || { tail -n 30 "$OUT/segment.log"; exit 1; }

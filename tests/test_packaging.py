@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+import shutil
 import subprocess
 import sys
-import tomllib
 from fnmatch import fnmatch
 from pathlib import Path
 
 from packaging.requirements import Requirement
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # Python 3.10
+    import tomli as tomllib
 
 REPO = Path(__file__).resolve().parents[1]
 PROJECT = tomllib.loads((REPO / "pyproject.toml").read_text())
@@ -42,10 +47,12 @@ def test_every_package_and_bundle_file_is_installed():
     assert (bundle / "configs" / "inference.json").is_file()
 
 
-def test_console_script_runs_the_cli():
+def test_console_script_runs_the_cli(tmp_path):
+    """The installed ``vnet-lung`` (README: pip install -e .) runs the CLI from any folder."""
     assert PROJECT["project"]["scripts"]["vnet-lung"] == "pipeline.cli:main"
-    proc = subprocess.run([sys.executable, "-c", "import sys; from pipeline.cli import main; sys.argv[0] = 'vnet-lung';"
-                           " sys.exit(main(['--help']))"], cwd=REPO, capture_output=True, text=True, timeout=120)
-    assert proc.returncode == 0 and proc.stdout.startswith("usage: vnet-lung")
+    script = shutil.which("vnet-lung") or str(Path(sys.executable).parent / "vnet-lung")
+    assert Path(script).is_file(), "vnet-lung is not installed: pip install -e . (README)"
+    proc = subprocess.run([script, "--help"], cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0 and proc.stdout.startswith("usage: vnet-lung"), proc.stderr[-2000:]
     for command in ("synth", "preprocess", "train", "segment", "export"):
         assert command in proc.stdout

@@ -29,12 +29,14 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                    " quickstart's model: bundle/configs/inference.json bundle/configs/quick.json)")
     p.add_argument("--model", default=None, help="state dict .pt or TorchScript .ts (default: model.pt in the"
                    " config's ckpt_dir, bundle/models/model.pt)")
-    p.add_argument("--device", default="auto", choices=DEVICE_CHOICES, help="where the network runs (default auto)")
+    p.add_argument("--device", default=None, choices=DEVICE_CHOICES, help="where the network runs (default: the"
+                   " config's device_name, auto)")
     p.add_argument("--labels", choices=LABEL_CHOICES, default="left-right",
                    help="left-right: 1 right lung, 2 left lung (default); binary: 1 lung")
     p.add_argument("--batch-size", type=int, default=None, help="sliding-window batch size (default: the config's)")
     p.add_argument("--overlap", type=float, default=None, help="sliding-window overlap in [0, 1) (default: config)")
-    p.add_argument("--amp", action="store_true", help="mixed precision (bfloat16 on CPU); off by default")
+    p.add_argument("--amp", action="store_true", default=None, help="mixed precision (bfloat16 on CPU; fast only"
+                   " where the CPU has native bf16); default: the config's amp, off")
     p.add_argument("--no-postprocess", action="store_true", help="keep the raw network mask (no largest component,"
                    " no hole filling)")
     p.add_argument("--no-qc", action="store_true", help="no QC picture")

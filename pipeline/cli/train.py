@@ -30,7 +30,7 @@ from pipeline.config import config_file
 from transforms.errors import InputError
 
 __all__ = [
-    "SEED_ARGUMENTS",
+    "REFERENCE_ARGUMENTS",
     "add_parser",
     "bundle_overrides",
     "config_files",
@@ -40,7 +40,7 @@ __all__ = [
 ]
 
 #: reference argument -> the bundle config id it sets (arguments that set no id say what they do instead)
-SEED_ARGUMENTS = {
+REFERENCE_ARGUMENTS = {
     "--data": "dataset_dir",
     "--seed": "seed",
     "--workers": "num_workers",
@@ -52,7 +52,7 @@ SEED_ARGUMENTS = {
     "--batchSz": "batch_size",
     "--device": "device_name",
     "--device_id": "device_id",
-    "--amp": "amp (+ opt_level O2 unless --opt-level says otherwise)",
+    "--amp": "amp (the level is the config's opt_level, O2, unless --opt-level says otherwise)",
     "--opt-level": "opt_level",
     "--loss-scale": "loss_scale",
     "--save": "ckpt_dir",
@@ -63,7 +63,6 @@ SEED_ARGUMENTS = {
     "--world_size": "nodes; checked against torchrun's WORLD_SIZE",
 }
 DEVICE_ALIASES = {"gpu": "cuda"}
-DEFAULT_OPT_LEVEL = "O2"
 RESUME_AUTO = "auto"  # resume when the checkpoint exists (restarts by torchrun --max-restarts or a scheduler)
 ADAM_BETA2 = 0.999
 #: mapped one-to-one: argument dest -> bundle id
@@ -114,7 +113,7 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     """Register the ``train`` sub-command (every argument of the reference's train.py)."""
     p = sub.add_parser("train", help="train with the reference's arguments (runs the bundle)",
                        description=__doc__.split("\n\n")[0], epilog="Reference argument -> bundle id: " + "; ".join(
-                           f"{k} -> {v}" for k, v in SEED_ARGUMENTS.items()))
+                           f"{k} -> {v}" for k, v in REFERENCE_ARGUMENTS.items()))
     p.__class__ = _TrainParser  # sub.add_parser() has no class argument; see _TrainParser
     a = p.add_argument
     a("--data", action=_Once, help="LUNA16 root (the reference's --data; bundle: dataset_dir)")
@@ -276,7 +275,8 @@ def bundle_overrides(args: argparse.Namespace) -> dict[str, Any]:
         o["device_name"] = DEVICE_ALIASES.get(args.device, args.device)
     if args.amp:
         o["amp"] = args.opt_level != "O0"
-        o["opt_level"] = args.opt_level or DEFAULT_OPT_LEVEL
+        if args.opt_level is not None:
+            o["opt_level"] = args.opt_level
     scale = _loss_scale(args.loss_scale)
     if scale is not None:
         o["loss_scale"] = scale

@@ -155,7 +155,7 @@ def amp_settings(
     loss_scale: float | str | None = DYNAMIC_LOSS_SCALE,
     dtype: torch.dtype | str | None = None,
 ) -> AmpSettings:
-    """Map the seed's ``--amp --opt-level --loss-scale`` onto :class:`AmpSettings` (see the module docstring).
+    """Map the reference's ``--amp --opt-level --loss-scale`` onto :class:`AmpSettings` (see the module docstring).
 
     Raises:
         InputError: unknown ``opt_level``, bad ``loss_scale`` or ``dtype``.

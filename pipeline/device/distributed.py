@@ -43,7 +43,7 @@ def dist_backend(device: torch.device | str, override: str | None = None) -> str
 
     Args:
         device: the training device.
-        override: the seed's ``--dist_backend`` (e.g. ``"hccl"``, ``"nccl"``, ``"gloo"``) or a full
+        override: the reference's ``--dist_backend`` (e.g. ``"hccl"``, ``"nccl"``, ``"gloo"``) or a full
             ``"cpu:gloo,npu:hccl"`` string; ``None``/``""`` picks the default.
 
     Returns:

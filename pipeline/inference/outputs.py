@@ -1,7 +1,8 @@
 """How the segmentation outputs are named: after the input, in the input's format, in the output folder.
 
 One definition for the segment tool (mask, QC picture, ``lung_stats.csv``) and for the bundle's
-``inference.json`` (``SaveImaged`` with :class:`LikeInputLayout`).
+``inference.json`` (``SaveImaged`` with :class:`LikeInputLayout`); the mask's postfix is the config's
+``output_postfix`` (``_lung``).
 """
 
 from __future__ import annotations
@@ -11,12 +12,11 @@ from pathlib import Path
 
 from transforms.io import SUPPORTED_SUFFIXES
 
-__all__ = ["LABEL_CHOICES", "MASK_POSTFIX", "QC_POSTFIX", "STATS_CSV", "LikeInputLayout", "output_path_like_input",
+__all__ = ["LABEL_CHOICES", "QC_POSTFIX", "STATS_CSV", "LikeInputLayout", "output_path_like_input",
            "output_paths", "source_name_formatter"]
 
 #: the mask's labels: ``left-right`` 1 = right lung, 2 = left lung (lungmask's convention); ``binary`` 1 = lung
 LABEL_CHOICES = ("left-right", "binary")
-MASK_POSTFIX = "_lung"
 QC_POSTFIX = "_qc.png"
 STATS_CSV = "lung_stats.csv"
 DEFAULT_EXT = ".nii.gz"  # for inputs that are not one file of a supported format (DICOM series folders)
@@ -30,8 +30,7 @@ def _split_name(source: str) -> tuple[str, str]:
     return (name[: len(name) - len(ext)] if ext else name), ext
 
 
-def output_path_like_input(source: str, output_dir: str, postfix: str = MASK_POSTFIX,
-                           default_ext: str = DEFAULT_EXT) -> str:
+def output_path_like_input(source: str, output_dir: str, postfix: str, default_ext: str = DEFAULT_EXT) -> str:
     """``output_dir/<input name><postfix><input's extension>``; a DICOM series folder (or any other input) gives NIfTI.
 
     Examples:
@@ -49,7 +48,7 @@ class LikeInputLayout:
     mixes .mhd, .nii.gz and DICOM, and each mask should keep its input's format.
     """
 
-    def __init__(self, output_dir: str, postfix: str = MASK_POSTFIX, default_ext: str = DEFAULT_EXT) -> None:
+    def __init__(self, output_dir: str, postfix: str, default_ext: str = DEFAULT_EXT) -> None:
         self.output_dir = output_dir
         self.postfix = postfix
         self.default_ext = default_ext
@@ -64,7 +63,7 @@ def source_name_formatter(metadict: dict, saver: object) -> dict:
     return {"source": str(metadict.get("filename_or_obj", "output"))}
 
 
-def output_paths(source: str | os.PathLike, out_dir: str | os.PathLike) -> tuple[str, Path]:
-    """(mask path like the input, QC picture ``<name>_qc.png``) in ``out_dir``; a DICOM series gives NIfTI."""
+def output_paths(source: str | os.PathLike, out_dir: str | os.PathLike, postfix: str) -> tuple[str, Path]:
+    """(mask path like the input with ``postfix``, QC picture ``<name>_qc.png``) in ``out_dir``; DICOM gives NIfTI."""
     stem, _ = _split_name(str(source))
-    return output_path_like_input(str(source), str(out_dir), MASK_POSTFIX), Path(out_dir) / f"{stem}{QC_POSTFIX}"
+    return output_path_like_input(str(source), str(out_dir), postfix), Path(out_dir) / f"{stem}{QC_POSTFIX}"

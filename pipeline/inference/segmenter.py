@@ -45,7 +45,7 @@ from monai.transforms import EnsureChannelFirstd, LoadImaged, Orientationd, Spac
 
 from networks.fuse import fold_batch_norms
 from pipeline.cases import CaseResult
-from pipeline.config import config_file, load_config, root_of_config
+from pipeline.config import config_file, load_config, parsed, root_of_config
 from pipeline.data.checks import check_image, read_ct
 from pipeline.data.inputs import find_ct_inputs
 from pipeline.device import DeviceError, autocast, setup_device
@@ -107,7 +107,7 @@ def load_model(model: str | os.PathLike, parser: Any, device: torch.device | str
     if "network_def" not in parser:
         raise InputError(f"{config_name} has no 'network_def' to build the network for the weights '{path}'")
     with torch.device("meta"):
-        net = parser.get_parsed_content("network_def", instantiate=True)
+        net = parsed(parser, "network_def", config_name, instantiate=True)
     try:
         net.load_state_dict(state, strict=True, assign=True)
     except RuntimeError as e:
@@ -183,12 +183,13 @@ class LungSegmenter:
             (``bundle/models/model.pt`` for the bundle's own configs).
         config: bundle config(s), later ones overriding earlier ones (default :func:`default_config`); they give
             ``network_def``, ``preprocessing`` and ``inferer``.
-        device: ``auto``, ``cpu``, ``cuda`` or ``npu`` (see :func:`pipeline.device.setup_device`).
+        device: ``auto``, ``cpu``, ``cuda`` or ``npu`` (see :func:`pipeline.device.setup_device`); default: the
+            config's ``device_name``.
         labels: ``"left-right"`` (1 right lung, 2 left lung) or ``"binary"`` (1 lung).
         batch_size: sliding-window batch size (default: the config's ``sw_batch_size``).
         overlap: sliding-window overlap in [0, 1) (default: the config's ``sw_overlap``).
         postprocess: keep the largest component per lung and fill holes.
-        amp: autocast (bfloat16 on CPU, float16 on accelerators) for the network.
+        amp: autocast (bfloat16 on CPU, float16 on accelerators) for the network; default: the config's ``amp``.
         overrides: further config overrides, as ``--key value`` would give them (``{"vox_spacing": 2.0}``).
 
     Raises:
@@ -196,19 +197,16 @@ class LungSegmenter:
     """
 
     def __init__(self, model: str | os.PathLike | torch.nn.Module | None = None,
-                 config: str | os.PathLike | Sequence[str | os.PathLike] | None = None, device: str = "auto",
+                 config: str | os.PathLike | Sequence[str | os.PathLike] | None = None, device: str | None = None,
                  labels: str = "left-right", batch_size: int | None = None, overlap: float | None = None,
-                 postprocess: bool = True, amp: bool = False, overrides: Mapping[str, Any] | None = None) -> None:
+                 postprocess: bool = True, amp: bool | None = None,
+                 overrides: Mapping[str, Any] | None = None) -> None:
         if labels not in LABEL_CHOICES:
             raise InputError(f"labels {labels!r}: expected one of {', '.join(LABEL_CHOICES)}")
         if batch_size is not None and (isinstance(batch_size, bool) or int(batch_size) != batch_size or batch_size < 1):
             raise InputError(f"batch size {batch_size!r}: expected a positive integer")
         if overlap is not None and not 0.0 <= overlap < 1.0:
             raise InputError(f"overlap {overlap!r}: expected a fraction in [0, 1)")
-        try:
-            self.device = setup_device(device)
-        except DeviceError as e:
-            raise InputError(str(e)) from e
         config = default_config() if config is None else config
         files = [config] if isinstance(config, (str, os.PathLike)) else list(config)
         name = "config " + ", ".join(f"'{f}'" for f in files)
@@ -218,13 +216,23 @@ class LungSegmenter:
         if overlap is not None:
             overrides["sw_overlap"] = float(overlap)
         self.parser = parser = load_config(files, overrides)
-        for key in ("image_key", "preprocessing", "inferer"):
+        for key in ("image_key", "preprocessing", "inferer", "output_postfix"):
             if key not in parser:
                 raise InputError(f"{name} has no '{key}': pass the bundle's inference.json (and its overlays)")
-        self.labels, self.postprocess, self.amp = labels, postprocess, amp
-        self.image_key = parser.get_parsed_content("image_key")
-        self.inferer = parser.get_parsed_content("inferer")
-        self._spatial, self._intensity = _split_chain(parser.get_parsed_content("preprocessing").transforms, name)
+        try:
+            self.device = setup_device(parsed(parser, "device_name", name) if device is None else device)
+        except DeviceError as e:
+            raise InputError(str(e)) from e
+        self.labels, self.postprocess = labels, postprocess
+        self.amp = bool(parsed(parser, "amp", name)) if amp is None else amp
+        self.image_key = parsed(parser, "image_key", name)
+        self.postfix = parsed(parser, "output_postfix", name)
+        self.inferer = parsed(parser, "inferer", name)
+        overlap, windows = getattr(self.inferer, "overlap", 0.0), getattr(self.inferer, "sw_batch_size", 1)
+        if not (np.all(np.asarray(overlap) >= 0) and np.all(np.asarray(overlap) < 1)) or int(windows) < 1:
+            raise InputError(f"{name}: sliding window overlap {overlap!r} and batch {windows!r}: expected an overlap"
+                             " in [0, 1) and a batch of at least 1 (sw_overlap, sw_batch_size)")
+        self._spatial, self._intensity = _split_chain(parsed(parser, "preprocessing", name).transforms, name)
         self._fast = _fast_resampling(self._spatial)
         if self._fast:
             for t in self._spatial:
@@ -233,7 +241,7 @@ class LungSegmenter:
             self.network = fold_batch_norms(model).to(self.device)  # a folded copy: the caller's model is untouched
         else:
             if model is None:
-                ckpt_dir = parser.get_parsed_content("ckpt_dir") if "ckpt_dir" in parser else None
+                ckpt_dir = parsed(parser, "ckpt_dir", name) if "ckpt_dir" in parser else None
                 model = Path(ckpt_dir or root_of_config(files[0]) / "models") / "model.pt"
             self.network = load_model(model, parser, self.device, name)
 
@@ -321,7 +329,7 @@ class LungSegmenter:
         Inputs whose mask (and QC picture, with ``qc``) exist are skipped unless ``overwrite``. Never raises for
         a bad input: the result says ``failed`` and why.
         """
-        out, png = output_paths(source, out_dir)
+        out, png = output_paths(source, out_dir, self.postfix)
         if not overwrite and Path(out).is_file() and (not qc or png.is_file()):
             return CaseResult(str(source), "skipped", output=out)
         t0 = time.perf_counter()
@@ -372,7 +380,7 @@ def segment_inputs(inputs: Sequence[str | os.PathLike], out_dir: str | os.PathLi
     claimed: dict[str, str] = {}
     with logging_redirect_tqdm(), tqdm(sources, desc="segment", unit="CT", disable=not progress) as bar:
         for source in bar:
-            out = output_paths(source, out_dir)[0]
+            out = output_paths(source, out_dir, segmenter.postfix)[0]
             if out in claimed:
                 result = CaseResult(source, "failed", f"'{source}': output '{out}' is already taken by "
                                     f"'{claimed[out]}' (same name): rename one of them or segment it separately", out)

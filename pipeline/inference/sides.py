@@ -33,7 +33,7 @@ def _erosions(spacing: np.ndarray) -> int:
 
 
 def _two_lungs(lung: np.ndarray, max_erosions: int) -> tuple[np.ndarray | None, str]:
-    """Seeds 1 and 2 for the two lungs (components, after up to ``max_erosions`` erosions), or None."""
+    """Markers 1 and 2 for the two lungs (components, after up to ``max_erosions`` erosions), or None."""
     current = lung
     for erosions in range(max_erosions + 1):
         if erosions:
@@ -43,8 +43,8 @@ def _two_lungs(lung: np.ndarray, max_erosions: int) -> tuple[np.ndarray | None, 
             break
         order = np.argsort(sizes)[::-1]
         if sizes.size >= 2 and sizes[order[1]] >= SECOND_LUNG_MIN_FRACTION * sizes[order[0]]:
-            seeds = (labels == order[0] + 1).astype(np.uint8) + 2 * (labels == order[1] + 1).astype(np.uint8)
-            return seeds, ("components" if erosions == 0 else f"split by {erosions} erosion(s)")
+            markers = (labels == order[0] + 1).astype(np.uint8) + 2 * (labels == order[1] + 1).astype(np.uint8)
+            return markers, ("components" if erosions == 0 else f"split by {erosions} erosion(s)")
     return None, "mid-sagittal plane"
 
 
@@ -81,8 +81,8 @@ def assign_sides(lung: np.ndarray, affine: np.ndarray) -> tuple[np.ndarray, str]
     offset = np.array([s.start for s in box], dtype=np.float64)
     sub = lung[box]
     spacing = np.linalg.norm(affine[:3, :3], axis=0)
-    seeds, how = _two_lungs(sub, _erosions(spacing))
-    if seeds is None:  # one blob: cut at the plane x_world = x of the lung centroid
+    markers, how = _two_lungs(sub, _erosions(spacing))
+    if markers is None:  # one blob: cut at the plane x_world = x of the lung centroid
         axes = [np.arange(n) + o for n, o in zip(sub.shape, offset, strict=True)]
         grids = np.meshgrid(*axes, indexing="ij", sparse=True)
         x_world = world_x(affine, grids)
@@ -90,15 +90,15 @@ def assign_sides(lung: np.ndarray, affine: np.ndarray) -> tuple[np.ndarray, str]
         sides = np.where(x_world > world_x(affine, centre), RIGHT_LUNG, LEFT_LUNG)
         out[box] = np.where(sub, sides, 0).astype(np.uint8)
         return out, how
-    centres = np.asarray(ndimage.center_of_mass(seeds, seeds, [1, 2])) + offset
+    centres = np.asarray(ndimage.center_of_mass(markers, markers, [1, 2])) + offset
     x1, x2 = (world_x(affine, c) for c in centres)
-    side_of_seed = np.array([0, RIGHT_LUNG, LEFT_LUNG] if x1 > x2 else [0, LEFT_LUNG, RIGHT_LUNG], np.uint8)
-    nearest = seeds
-    if np.any(sub & (seeds == 0)):  # voxels outside the seeds join the nearest seed (in mm)
-        index = ndimage.distance_transform_edt(seeds == 0, sampling=spacing, return_distances=False,
+    side_of_marker = np.array([0, RIGHT_LUNG, LEFT_LUNG] if x1 > x2 else [0, LEFT_LUNG, RIGHT_LUNG], np.uint8)
+    nearest = markers
+    if np.any(sub & (markers == 0)):  # voxels outside the markers join the nearest marker (in mm)
+        index = ndimage.distance_transform_edt(markers == 0, sampling=spacing, return_distances=False,
                                                return_indices=True)
-        nearest = seeds[tuple(index)]
-    out[box] = np.where(sub, side_of_seed[nearest], 0)
+        nearest = markers[tuple(index)]
+    out[box] = np.where(sub, side_of_marker[nearest], 0)
     return out, how
 
 

@@ -38,14 +38,16 @@ class CaseMetricsWriter:
 
     Args:
         output_dir: folder for ``metrics_per_case.csv`` and ``metrics_summary.json``.
-        octant_split: split for the octant error rate (the reference's metric).
+        octant_split: split for the octant error rate (the reference's metric): the bundle's ``octant_split``.
+        drop_empty: leave octants without lung out of that rate: the bundle's ``drop_empty_octants``.
         print_summary: also print the summary to stdout.
     """
 
-    def __init__(self, output_dir: str | Path, octant_split: Sequence[int] | None = (2, 2, 2),
+    def __init__(self, output_dir: str | Path, octant_split: Sequence[int] | None, drop_empty: bool,
                  print_summary: bool = True):
         self.output_dir = Path(output_dir)
         self.octant_split = tuple(octant_split) if octant_split else None
+        self.drop_empty = bool(drop_empty)
         self.print_summary = print_summary
         self.rows: list[dict[str, Any]] = []
 
@@ -64,7 +66,8 @@ class CaseMetricsWriter:
                 meta = getattr(item.get("image"), "meta", {}) if isinstance(item, dict) else {}
                 uid = Path(str(meta.get("filename_or_obj", f"case{len(self.rows)}"))).name
             row = {"uid": str(uid)}
-            row.update(case_metrics(pred.detach().cpu(), label.detach().cpu(), spacing_of(pred), self.octant_split))
+            row.update(case_metrics(pred.detach().cpu(), label.detach().cpu(), spacing_of(pred), self.octant_split,
+                                    self.drop_empty))
             self.rows.append(row)
 
     def summary(self) -> dict[str, float]:

@@ -121,7 +121,8 @@ def spacing_of(img: Any) -> tuple[float, ...]:
 
 
 def case_metrics(
-    pred: torch.Tensor, label: torch.Tensor, spacing: Sequence[float], octant_split: Sequence[int] | None = (2, 2, 2)
+    pred: torch.Tensor, label: torch.Tensor, spacing: Sequence[float], octant_split: Sequence[int] | None,
+    drop_empty: bool,
 ) -> dict[str, float]:
     """Metrics of one case.
 
@@ -129,7 +130,8 @@ def case_metrics(
         pred: (2, X, Y, Z) one-hot prediction.
         label: (2, X, Y, Z) one-hot ground truth.
         spacing: voxel size (x, y, z) in mm.
-        octant_split: split for the octant error rate (``None`` to skip it).
+        octant_split: split for the octant error rate (``None`` to skip it); the bundle's ``octant_split``.
+        drop_empty: leave octants without foreground out of that rate; the bundle's ``drop_empty_octants``.
 
     Returns:
         dict with the :data:`CASE_METRICS` keys (NaN where undefined, e.g. HD95 of an empty mask).
@@ -139,7 +141,7 @@ def case_metrics(
     err = voxel_errors(p, y)[0]
     row = {"dice": dice, "error_rate_pct": float(100.0 * err[0] / err[1])}
     try:
-        e8 = voxel_errors(p, y, octant_split)[0] if octant_split else None
+        e8 = voxel_errors(p, y, octant_split, drop_empty)[0] if octant_split else None
         row["error_rate_octants_pct"] = float(100.0 * e8[0] / e8[1]) if e8 is not None and e8[1] > 0 else math.nan
     except ValueError:
         row["error_rate_octants_pct"] = math.nan

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 
-from benchmarks.preprocess import TINY_SIZE, UID, seed_crop_or_pad, seed_resample
+from benchmarks.preprocess import TINY_SIZE, UID, reference_crop_or_pad, reference_resample
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -60,9 +60,9 @@ def _seed_copy_normalized(src: np.ndarray, shape_max: tuple[int, int, int]) -> n
     ((4, 13, 13), (4, 8, 10)),  # crop both in-plane
     ((4, 8, 8), (4, 8, 8)),  # already the size
 ])
-def test_seed_crop_or_pad_matches_the_seed_loops(src_shape, size_zyx):
+def test_reference_crop_or_pad_matches_the_seed_loops(src_shape, size_zyx):
     src = np.random.default_rng(0).integers(-1000, 1000, src_shape).astype(np.int16)
-    out, start = seed_crop_or_pad(src, size_zyx)
+    out, start = reference_crop_or_pad(src, size_zyx)
     np.testing.assert_array_equal(out, _seed_copy_normalized(src, size_zyx))
     # the returned offset locates output voxel 0 in the source grid
     probe = tuple(max(0, -s) for s in start)
@@ -70,13 +70,13 @@ def test_seed_crop_or_pad_matches_the_seed_loops(src_shape, size_zyx):
         assert out[probe] == src[tuple(p + s for p, s in zip(probe, start))]
 
 
-def test_seed_crop_or_pad_rejects_what_the_seed_asserts():
+def test_reference_crop_or_pad_rejects_what_the_seed_asserts():
     with pytest.raises(ValueError, match="y == x"):
-        seed_crop_or_pad(np.zeros((4, 6, 8), np.int16), (4, 8, 8))
+        reference_crop_or_pad(np.zeros((4, 6, 8), np.int16), (4, 8, 8))
 
 
-def test_seed_resample_shape_rule():
-    out = seed_resample(np.zeros((10, 20, 20), np.int16), (1.25, 0.7, 0.7), 2.5)
+def test_reference_resample_shape_rule():
+    out = reference_resample(np.zeros((10, 20, 20), np.int16), (1.25, 0.7, 0.7), 2.5)
     assert out.shape == (5, 6, 6) and out.dtype == np.int16  # round(old shape x old spacing / new spacing)
 
 

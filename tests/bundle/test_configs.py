@@ -29,7 +29,7 @@ REQUIRED_TARGETS = {"LoadImaged", "EnsureChannelFirstd", "Orientationd", "Spacin
                     "transforms.CropOrPadd", "transforms.Octantsd", "transforms.NormalizeHUd"}
 #: values that train.json and inference.json must both hold, and hold equal
 SHARED = ("image_key", "orientation", "vox_spacing", "spatial_size", "octant_split", "roi_size", "hu_window", "hu_mean",
-          "hu_std", "sw_batch_size", "sw_overlap", "network_def", "device_name", "device_id")
+          "hu_std", "sw_batch_size", "sw_overlap", "network_def", "device_name", "device_id", "amp")
 #: a list of transforms built by anything but references joined with "+" and "[...]" is code, not a declaration
 _DECLARATIVE_LIST = re.compile(r"^\$?[\s@\w#+\[\],]*$")
 
@@ -112,12 +112,39 @@ def test_values_written_in_both_run_configs_are_equal(overlays):
         infer.get_parsed_content("inferer").roi_size)
 
 
+@pytest.mark.parametrize("overlays", [(), ("quick.json",)])
+def test_both_run_configs_turn_a_ct_into_the_same_network_input(overlays, one_change):
+    """The strongest pin: the same CT through validation's chain and through inference.json's gives the same voxels
+    on the same grid (inference.json does not crop: its output is cropped here as validation's is)."""
+    from transforms import CropOrPad
+
+    root, _ = one_change
+    ct, mask = sorted((root / "data" / "lung_ct_image").glob("*.mhd"))[0], None
+    mask = root / "data" / "seg-lungs-LUNA16" / ct.name
+    train = load_config([CONFIGS / "train.json", *(CONFIGS / o for o in overlays)])
+    infer = load_config([CONFIGS / "inference.json", *(CONFIGS / o for o in overlays)])
+    validated = train.get_parsed_content("validate#preprocessing")({"image": str(ct), "label": str(mask)})["image"]
+    inferred = infer.get_parsed_content("preprocessing")({"image": str(ct)})["image"]
+    # validation crops/pads with the volume minimum after an int16 cast (in HU); crop inference's the same way
+    minimum = (float(inferred.min()) * train.get_parsed_content("hu_std") + train.get_parsed_content("hu_mean"))
+    fill = (np.trunc(minimum) - train.get_parsed_content("hu_mean")) / train.get_parsed_content("hu_std")
+    cropped = CropOrPad(train.get_parsed_content("spatial_size"), fill=float(fill))(inferred)
+    assert validated.shape == cropped.shape and validated.dtype == cropped.dtype
+    np.testing.assert_allclose(validated.affine.numpy(), cropped.affine.numpy(), atol=1e-9)
+    # the cache stores int16 HU (cast towards zero): less than one HU apart after normalisation
+    one_hu = 1.0 / train.get_parsed_content("hu_std") + 1e-6
+    np.testing.assert_allclose(validated.numpy(), cropped.numpy(), atol=one_hu, rtol=0)
+
+
 def test_overlays_address_handlers_by_name():
     for name in OVERLAYS:
         for key in _json(name):
             assert not re.search(r"handlers#\d", key), f"{name}: {key} addresses a handler by position"
     handlers = _json("train.json")["train"]["handlers"]
     assert isinstance(handlers, dict) and {"tensorboard", "validation", "run_summary"} <= set(handlers)
+    assert isinstance(_json("train.json")["validate"]["handlers"], dict)
+    assert isinstance(_json("inference.json")["handlers"], dict)
+    assert isinstance(_json("evaluate.json")["validate#handlers"], dict)
 
 
 def test_bundle_root_is_the_folder_of_the_running_configs(tmp_path, monkeypatch):
@@ -218,3 +245,12 @@ def test_metadata_and_config_parse_as_monai_reads_them():
     parser.read_meta(str(CONFIGS / "metadata.json"))
     assert parser["_meta_#version"] in parser["_meta_#changelog"]
     assert Path(parser.get_parsed_content("bundle_root")) == Path(".")  # outside a workflow run
+
+
+def test_an_installed_bundle_writes_to_the_working_folder_not_site_packages():
+    """``pip install .`` puts the configs inside the package; runs from them write under the working directory."""
+    import pipeline.config as config
+
+    installed = config._INSTALLED_BUNDLE / "configs" / "train.json"
+    assert config.root_of_config(installed) == Path(".")
+    assert config.root_of_config(CONFIGS / "train.json") == CONFIGS.parent  # a checkout: its bundle folder

@@ -17,8 +17,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 import SimpleITK as sitk
+import torch
 
 from tests.bundle.conftest import CONFIGS, REPO, TINY
+from transforms.functional import LUNA16_HU_MEAN, LUNA16_HU_STD
 
 pytestmark = pytest.mark.slow
 
@@ -61,22 +63,41 @@ def test_training_from_another_folder_with_absolute_configs_and_bundle_root(tiny
     assert not any(elsewhere.iterdir()) and not (REPO / "bundle" / "eval" / "cache").exists()
 
 
-def test_bundle_inference_and_the_segment_tool_give_the_same_mask(trained_bundle, tiny_data, tmp_path):
+class _Threshold(torch.nn.Module):
+    """Normalised CT (N, 1, ...) -> lung / background logits (N, 2, ...): lung where the CT is darker than -475 HU.
+
+    A network whose answer is known and far from empty, so that two paths agreeing on its masks means something."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.std, self.mean = float(LUNA16_HU_STD), float(LUNA16_HU_MEAN)  # attributes: TorchScript keeps them
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        hu = x * self.std + self.mean
+        return torch.cat([torch.zeros_like(hu), -475.0 - hu], dim=1)
+
+
+def test_bundle_inference_and_the_segment_tool_give_the_same_mask(tiny_data, tmp_path):
     """One inference path: the same preprocessing, network and sliding window from the same config. The segment
     tool's binary mask without its cleanup equals what inference.json writes, up to voxels on the lung's edge where
     MONAI's and SimpleITK's resampling of the CT differ by rounding."""
     from pipeline.inference.segmenter import LungSegmenter
 
+    stub = tmp_path / "threshold.ts"
+    torch.jit.script(_Threshold()).save(str(stub))
     out = tmp_path / "bundle_masks"
-    tiny = {"vox_spacing": 4.0, "spatial_size": [32, 32, 32], "network_def#init_filters": 4, "roi_size": [16, 16, 16]}
+    network = repr({"_target_": "torch.jit.load", "f": str(stub)})
     _monai_bundle("run", "--config_file", str(CONFIGS / "inference.json"), "--dataset_dir",
-                  str(tiny_data / "lung_ct_image"), "--bundle_root", str(trained_bundle), "--output_dir", str(out),
-                  *TINY[:6], "--roi_size", "[16,16,16]", cwd=tmp_path)
-    segmenter = LungSegmenter(trained_bundle / "models" / "model.pt", CONFIGS / "inference.json", device="cpu",
-                              labels="binary", postprocess=False, overrides=tiny)
-    for ct in sorted((tiny_data / "lung_ct_image").glob("*.mhd")):
+                  str(tiny_data / "lung_ct_image"), "--output_dir", str(out), "--network_def", network,
+                  "--load_pretrain", "False", "--vox_spacing", "4.0", "--spatial_size", "[32,32,32]", cwd=tmp_path)
+    segmenter = LungSegmenter(stub, CONFIGS / "inference.json", device="cpu", labels="binary", postprocess=False,
+                              overrides={"vox_spacing": 4.0, "spatial_size": [32, 32, 32]})
+    cts = sorted((tiny_data / "lung_ct_image").glob("*.mhd"))
+    assert cts
+    for ct in cts:
         bundle_mask = sitk.GetArrayFromImage(sitk.ReadImage(str(out / f"{ct.stem}_lung.mhd")))
         tool_mask = sitk.GetArrayFromImage(segmenter.segment(ct).mask)
         assert bundle_mask.shape == tool_mask.shape
+        assert 0.02 < bundle_mask.mean() < 0.9, "the stub should find lungs (and not everything)"
         agree = float(np.mean(bundle_mask == tool_mask))
         assert agree >= 0.995, f"{ct.name}: the two paths agree on {agree:.4%} of voxels"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -12,8 +13,9 @@ import SimpleITK as sitk
 
 from pipeline.data.luna16 import NORMALIZED_IMAGE_DIR as OUTPUT_IMAGE_DIR
 from pipeline.data.luna16 import NORMALIZED_MASK_DIR as OUTPUT_MASK_DIR
-from pipeline.preprocess import preprocess_dataset
 from pipeline.data.synthetic import generate_case, write_case
+from pipeline.preprocess import preprocess_dataset
+from transforms.errors import InputError
 
 REPO = Path(__file__).resolve().parents[2]
 SIZE = (32, 32, 32)  # (X, Y, Z)
@@ -188,3 +190,28 @@ def test_cli_synth_then_preprocess_end_to_end(tmp_path):
     (root / "lung_ct_image" / f"{files[0].stem}.zraw").write_bytes(b"\0" * 10)
     p = run("preprocess", str(root), "4", "32", "32", "32", "--overwrite", "--no-progress")
     assert p.returncode == 1 and "1 failed" in p.stdout
+
+
+@pytest.mark.parametrize("overlay, words", [
+    ({"vox_spacing": "abc"}, "'preprocessing_transforms' cannot be built"),
+    ({"spatial_size": "big"}, "spatial_size 'big': expected mm and (X, Y, Z) voxel counts"),
+])
+def test_cli_bad_config_value_is_one_line(tmp_path, overlay, words):
+    """A wrong value in a config overlay: one line naming the config and the key, exit 2, nothing written."""
+    _case(tmp_path / "root", "1.2.3", seed=1)
+    bad = tmp_path / "bad.json"
+    bad.write_text(json.dumps(overlay))
+    proc = subprocess.run([sys.executable, "-m", "pipeline", "preprocess", str(tmp_path / "root"), "--config",
+                           str(REPO / "bundle" / "configs" / "train.json"), str(bad), "--no-progress"],
+                          cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2, proc.stderr
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error:") and words in lines[0] and str(bad) in lines[0]
+    assert not (tmp_path / "root" / OUTPUT_IMAGE_DIR).exists()
+
+
+@pytest.mark.parametrize("workers", [0, -3])
+def test_workers_must_be_positive(tmp_path, workers):
+    _case(tmp_path, "1.2.3", seed=1)
+    with pytest.raises(InputError, match="--workers must be a whole number >= 1"):
+        preprocess_dataset(tmp_path, 4.0, SIZE, workers=workers, progress=False)

@@ -68,11 +68,11 @@ def _overrides(argv: list[str]) -> dict:
         (["--device", "npu"], {"device_name": "npu"}),
         (["--device", "gpu"], {"device_name": "cuda"}),
         (["--device_id", "3"], {"device_id": 3}),
-        (["--amp"], {"amp": True, "opt_level": "O2"}),
+        (["--amp"], {"amp": True}),  # the level is the config's opt_level (O2 in train.json)
         (["--amp", "--opt-level", "O1"], {"amp": True, "opt_level": "O1"}),
         (["--amp", "--opt_level", "O0"], {"amp": False, "opt_level": "O0"}),
-        (["--amp", "--loss-scale", "128"], {"amp": True, "opt_level": "O2", "loss_scale": 128.0}),
-        (["--amp", "--loss_scale", "dynamic"], {"amp": True, "opt_level": "O2", "loss_scale": "dynamic"}),
+        (["--amp", "--loss-scale", "128"], {"amp": True, "loss_scale": 128.0}),
+        (["--amp", "--loss_scale", "dynamic"], {"amp": True, "loss_scale": "dynamic"}),
         (["--save", "model_1p"], {"ckpt_dir": "model_1p"}),
         (["--resume"], {"resume": True}),
         (["--resume", "CKPT"], {"resume": True, "resume_ckpt": "CKPT"}),
@@ -99,7 +99,7 @@ def test_every_seed_argument_is_accepted_and_documented():
     parser = next(a for a in build_parser()._subparsers._group_actions[0].choices.values() if a.prog.endswith("train"))
     options = {s for action in parser._actions for s in action.option_strings}
     assert set(REF_ARGS) <= options
-    assert set(REF_ARGS) <= set(train_cli.SEED_ARGUMENTS)
+    assert set(REF_ARGS) <= set(train_cli.REFERENCE_ARGUMENTS)
 
 
 def test_config_files_add_the_multi_process_overlay_and_extra_configs(tmp_path, monkeypatch):
@@ -223,7 +223,7 @@ def test_print_overrides_shows_the_bundle_command(tmp_path):
     assert [Path(f).name for f in json.loads(cmd[6])] == ["train.json", "multi_gpu_train.json"]
     pairs = dict(zip(cmd[7::2], cmd[8::2]))
     assert pairs == {"--dataset_dir": str(tmp_path), "--learning_rate": "0.001", "--epochs": "2", "--amp": "True",
-                     "--opt_level": "O2", "--vox_spacing": "4.0"}
+                     "--vox_spacing": "4.0"}
 
 
 # ------------------------------------------------------------------------------------- reference log files

@@ -9,6 +9,7 @@ from __future__ import annotations
 import csv
 import json
 import logging
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -129,7 +130,7 @@ def test_output_geometry_and_labels_per_format(stub, tmp_path, suffix):
         sitk.WriteImage(image, str(source))
     result = stub.segment_file(source, tmp_path / "out")
     assert result.status == "done", result.message
-    expected = Path(output_paths(source, tmp_path / "out")[0])
+    expected = Path(output_paths(source, tmp_path / "out", "_lung")[0])
     assert expected.name == ("series1_lung.nii.gz" if suffix == "dicom" else f"ct_lung{suffix}")
     reference, mask = read_ct(source), sitk.ReadImage(str(expected))
     assert mask.GetSize() == reference.GetSize() and mask.GetPixelID() == sitk.sitkUInt8
@@ -431,3 +432,26 @@ def test_cli_subprocess_end_to_end(tiny_files, tmp_path):
     assert "segment: 1 done, 0 skipped, 1 failed" in run.stdout
     mask = sitk.ReadImage(str(tmp_path / "out" / "ct_lung.nrrd"))
     assert mask.GetSize() == image.GetSize() and (tmp_path / "out" / "ct_qc.png").is_file()
+
+
+@pytest.mark.parametrize("value, words", [({"vox_spacing": "abc"}, "'preprocessing' cannot be built from the config"),
+                                          ({"sw_overlap": 1.5}, "sliding window overlap 1.5"),
+                                          ({"sw_batch_size": 0}, "and batch 0")])
+def test_bad_config_value_is_one_input_error(tmp_path, value, words):
+    bad = tmp_path / "bad.json"
+    bad.write_text(json.dumps(value))
+    with pytest.raises(InputError, match=re.escape(words)) as info:
+        LungSegmenter(ThresholdNet(), [INFERENCE_CONFIG, bad], device="cpu")
+    assert "\n" not in str(info.value) and str(bad) in str(info.value)
+
+
+def test_mask_name_and_device_come_from_the_config(tmp_path):
+    overlay = tmp_path / "names.json"
+    overlay.write_text(json.dumps({"output_postfix": "_lungs", "device_name": "cpu", "amp": True}))
+    segmenter = LungSegmenter(ThresholdNet(), [INFERENCE_CONFIG, overlay])
+    assert segmenter.device.type == "cpu" and segmenter.amp is True
+    image, _ = phantom(shape=(32, 32, 32))
+    sitk.WriteImage(image, str(tmp_path / "ct.mha"))
+    result = segmenter.segment_file(tmp_path / "ct.mha", tmp_path / "out")
+    assert result.status == "done" and Path(result.output).name == "ct_lungs.mha"
+    assert LungSegmenter(ThresholdNet(), [INFERENCE_CONFIG, overlay], device="cpu", amp=False).amp is False

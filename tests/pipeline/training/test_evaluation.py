@@ -23,7 +23,7 @@ def test_case_metrics_values():
     y[2:6, 2:6, 2:6] = 1  # 64 voxels
     p = y.clone()
     p[2, 2:6, 2:6] = 0  # 16 false negatives
-    m = case_metrics(_onehot(p), _onehot(y), spacing=(2.0, 2.0, 2.0), octant_split=(2, 2, 2))
+    m = case_metrics(_onehot(p), _onehot(y), spacing=(2.0, 2.0, 2.0), octant_split=(2, 2, 2), drop_empty=True)
     assert m["dice"] == pytest.approx(2 * 48 / (48 + 64))
     assert m["error_rate_pct"] == pytest.approx(100 * 16 / 512)
     assert m["error_rate_octants_pct"] == pytest.approx(100 * 16 / 512)  # every octant touches the cube
@@ -64,7 +64,7 @@ def test_find_ct_inputs_files_folders_and_dicom(tmp_path):
      ("/d/series42/", "out/series42_lung.nii.gz"), ("/d/C.NRRD", "out/C_lung.NRRD")],
 )
 def test_outputs_keep_the_input_format(source, expected):
-    assert output_path_like_input(source, "out") == expected
+    assert output_path_like_input(source, "out", "_lung") == expected
 
 
 def test_expected_error_message_walks_the_exception_chain():
