@@ -92,7 +92,7 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
                         help="torch.compile our model (MONAI's stays eager); compilation happens in the warm-up")
     parser.add_argument("--unfused", action="store_true",
                         help="also time ours without the fused BatchNorm/add + PReLU kernels (networks.fused), "
-                             "as a third model in the same loop")
+                             "as a third model in the same loop (training steps only: inference never fuses)")
     parser.add_argument("--json", type=Path, default=None, help="also write the results to this JSON file")
     args = parser.parse_args(argv)
     if args.tiny:
@@ -240,7 +240,7 @@ def bench_setting(args: argparse.Namespace, device: torch.device, mode: str, dty
     dtype = DTYPES[dtype_name]
     steps = {name: make_step(net.to(device), x, y, train, dtype, device)
              for name, net in (("monai", monai_net), ("ours", ours))}
-    if args.unfused:
+    if args.unfused and train:  # inference never runs the fused kernels: nothing to compare there
         unfused = VNet()
         unfused.load_state_dict(monai_vnet_to_ours(monai_net.state_dict()))
         steps["unfused"] = _without_fusion(make_step(unfused.to(device), x, y, train, dtype, device))

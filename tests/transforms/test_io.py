@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import time
 from pathlib import Path
 
 import numpy as np
@@ -13,6 +12,7 @@ import torch
 from monai.data import MetaTensor
 from monai.transforms import Compose, EnsureChannelFirstd, LoadImage, LoadImaged, Orientationd, SaveImage, SpatialCrop
 
+from tests.dicom import write_dicom_series
 from transforms import InputError, SimpleITKReader, SimpleITKWriter, read_image, write_image
 from transforms.io import metatensor_to_sitk, sitk_to_metatensor
 
@@ -41,29 +41,6 @@ def make_image(kind: str, direction=FLIP_X, origin=ORIGIN, spacing=SPACING) -> s
     image.SetSpacing(spacing)
     image.SetDirection(direction)
     return image
-
-
-def write_dicom_series(image: sitk.Image, folder: Path, series_uid: str = "1.2.826.0.1.3680043.2.1125.1") -> None:
-    """Write a 3D image as a DICOM series, one file per slice (SimpleITK's documented recipe)."""
-    folder.mkdir(parents=True, exist_ok=True)
-    d = np.asarray(image.GetDirection()).reshape(3, 3)
-    writer = sitk.ImageFileWriter()
-    writer.KeepOriginalImageUIDOn()
-    common = {
-        "0008|0021": time.strftime("%Y%m%d"),
-        "0008|0031": time.strftime("%H%M%S"),
-        "0008|0060": "CT",
-        "0020|000e": series_uid,
-        "0020|0037": "\\".join(f"{v:.6f}" for v in (*d[:, 0], *d[:, 1])),
-    }
-    for z in range(image.GetDepth()):
-        slice_ = image[:, :, z]
-        for tag, value in common.items():
-            slice_.SetMetaData(tag, value)
-        slice_.SetMetaData("0020|0032", "\\".join(f"{v:.6f}" for v in image.TransformIndexToPhysicalPoint((0, 0, z))))
-        slice_.SetMetaData("0020|0013", str(z + 1))
-        writer.SetFileName(str(folder / f"slice{z:03d}.dcm"))
-        writer.Execute(slice_)
 
 
 def read_series(folder: Path) -> sitk.Image:

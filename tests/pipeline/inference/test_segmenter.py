@@ -23,10 +23,11 @@ from matplotlib.image import imread
 from networks import VNet
 from pipeline import cli
 from pipeline.data.checks import check_image, read_ct
-from pipeline.inference.report import lung_stats
-from pipeline.inference.sides import assign_sides, postprocess_sides
 from pipeline.inference.outputs import STATS_CSV, output_paths
+from pipeline.inference.report import lung_stats
 from pipeline.inference.segmenter import LungSegmenter, segment_inputs
+from pipeline.inference.sides import assign_sides, postprocess_sides
+from tests.dicom import write_dicom_series
 from transforms.errors import InputError
 from transforms.functional import HU_MAX, HU_MIN, LEFT_LUNG, LUNA16_HU_MEAN, LUNA16_HU_STD, RIGHT_LUNG
 
@@ -76,26 +77,6 @@ def phantom(spacing=(GRID_MM,) * 3, direction=IDENTITY, shape=SHAPE, nodule=True
     image.SetOrigin(origin.tolist())
     image.SetDirection(direction)
     return image, truth
-
-
-def write_dicom_series(image: sitk.Image, folder: Path) -> Path:
-    """Write a 3-D int16 image as a DICOM CT series (one file per slice)."""
-    folder.mkdir(parents=True)
-    writer = sitk.ImageFileWriter()
-    writer.KeepOriginalImageUIDOn()
-    direction = image.GetDirection()
-    orientation = "\\".join(str(v) for v in (direction[0], direction[3], direction[6], direction[1], direction[4],
-                                              direction[7]))
-    for k in range(image.GetDepth()):
-        piece = image[:, :, k]
-        for tag, value in (("0008|0060", "CT"), ("0020|000d", "1.2.826.0.1.3680043.2.1125.1"),
-                           ("0020|000e", "1.2.826.0.1.3680043.2.1125.1.1"), ("0020|0013", str(k + 1)),
-                           ("0020|0037", orientation), ("0018|0050", str(image.GetSpacing()[2])),
-                           ("0020|0032", "\\".join(map(str, image.TransformIndexToPhysicalPoint((0, 0, k)))))):
-            piece.SetMetaData(tag, value)
-        writer.SetFileName(str(folder / f"slice{k:03d}.dcm"))
-        writer.Execute(piece)
-    return folder
 
 
 def dice(a: np.ndarray, b: np.ndarray) -> float:
@@ -162,11 +143,10 @@ def test_preprocess_matches_monai_image_transforms(stub):
     Same grid exactly; same values inside the scan. Grid points beyond the scan's extent (the outer layer) are
     padded by nearest voxel (SimpleITK) vs nearest edge plane (MONAI "border"): close, not equal.
     """
-    from transforms import sitk_to_metatensor
-
     from monai.transforms import Compose
 
     from pipeline.config import load_config
+    from transforms import sitk_to_metatensor
 
     image, _ = phantom(spacing=(0.9, 1.1, 1.7), direction=FLIPPED, shape=(50, 40, 30))
     ours = stub.preprocess(image)

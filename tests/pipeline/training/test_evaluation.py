@@ -7,10 +7,11 @@ import pytest
 import SimpleITK as sitk
 import torch
 
-from pipeline.training.metrics import case_metrics
-from pipeline.errors import expected_error_message
 from pipeline.data.inputs import find_ct_inputs
+from pipeline.errors import expected_error_message
 from pipeline.inference.outputs import output_path_like_input
+from pipeline.training.metrics import case_metrics
+from tests.dicom import write_dicom_series
 from transforms.errors import InputError
 
 
@@ -38,17 +39,7 @@ def test_find_ct_inputs_files_folders_and_dicom(tmp_path):
     sitk.WriteImage(img, str(tmp_path / "sub" / "b.mhd"))
     (tmp_path / "seg-lungs-LUNA16").mkdir()
     sitk.WriteImage(img, str(tmp_path / "seg-lungs-LUNA16" / "mask.mhd"))  # masks are skipped
-    dicom = tmp_path / "series"
-    dicom.mkdir()
-    writer = sitk.ImageFileWriter()
-    writer.KeepOriginalImageUIDOn()
-    for z in range(3):
-        sl = sitk.Cast(img[:, :, z], sitk.sitkInt16)
-        sl.SetMetaData("0020|000e", "1.2.3.4")
-        sl.SetMetaData("0020|0013", str(z))
-        sl.SetMetaData("0020|0032", f"0\\0\\{z}")
-        writer.SetFileName(str(dicom / f"{z}.dcm"))
-        writer.Execute(sl)
+    dicom = write_dicom_series(sitk.Cast(img[:, :, :3], sitk.sitkInt16), tmp_path / "series")
     found = find_ct_inputs(tmp_path)
     assert found == sorted([str(tmp_path / "a.nii.gz"), str(dicom), str(tmp_path / "sub" / "b.mhd")])
     with pytest.raises(InputError, match="does not exist"):
