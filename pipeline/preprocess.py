@@ -8,7 +8,8 @@ configs given with ``--config``), so training on the written files sees exactly 
 would; ``VOX_SPACING`` and the sizes, when given, override the config's ``vox_spacing`` and ``spatial_size``
 (the reference's ``Z_MAX Y_MAX X_MAX`` is ``spatial_size = [X_MAX, Y_MAX, Z_MAX]`` in the bundle). How this
 differs from the reference's script (interpolation, orientation, the written origin, the crop window) is in
-docs/reference.md.
+docs/reference.md; ``--reference`` (bundle key ``reference_grid``) reproduces the reference's grid voxel for voxel
+instead (:class:`transforms.ReferenceResampled`).
 
 Cases run in parallel, already finished cases are skipped, each file is written atomically, and a failing case is
 reported with its uid and reason without stopping the others.
@@ -34,7 +35,7 @@ from pipeline.config import config_file, load_config, parsed
 from pipeline.data import luna16
 from pipeline.data.checks import check_pair, header
 from pipeline.errors import cause_message
-from transforms import read_image, write_image
+from transforms import ReferenceResampled, read_image, write_image
 from transforms.errors import InputError
 
 __all__ = ["PreprocessChain", "config_chain", "default_workers", "preprocess_case", "preprocess_dataset"]
@@ -87,6 +88,9 @@ def _build_chain(configs: tuple[str, ...], overrides: dict[str, Any]) -> Preproc
     # read_image (one-line errors naming the file) does what LoadImaged + EnsureChannelFirstd do
     while chain and isinstance(chain[0], (LoadImaged, EnsureChannelFirstd)):
         chain.pop(0)
+    if parser.get("reference_grid") is True and not any(isinstance(t, ReferenceResampled) for t in chain):
+        raise InputError(f"{name} sets reference_grid but its preprocessing_transforms have no "
+                         "transforms.ReferenceResampled: start from the bundle's train.json")
     spacing, size = parsed(parser, "vox_spacing", name), parsed(parser, "spatial_size", name)
     try:
         spacing = float(spacing) if np.ndim(spacing) == 0 else float(min(spacing))

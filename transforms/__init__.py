@@ -19,10 +19,11 @@ _EXPORTS = {
     "functional": ("BACKGROUND", "DEFAULT_SPLIT", "HU_MAX", "HU_MIN", "LABEL_MODES", "LEFT_LUNG", "LUNA16_HU_MEAN",
                    "LUNA16_HU_STD", "LUNA16_LABELS", "LUNA16_LEFT_LUNG", "LUNA16_RIGHT_LUNG", "LUNA16_TRACHEA", "LUNG",
                    "RIGHT_LUNG", "check_finite", "denormalize_hu", "map_luna16_labels", "normalize_hu",
-                   "octant_slices"),
-    "array": ("FILL_MIN", "CropOrPad", "DenormalizeHU", "EnsureFinite", "LungMask", "NormalizeHU", "Octants"),
+                   "octant_slices", "reference_grid", "resample_like_reference"),
+    "array": ("FILL_MIN", "CropOrPad", "DenormalizeHU", "EnsureFinite", "LungMask", "NormalizeHU", "Octants",
+              "ReferenceResample"),
     "dictionary": ("OCTANT_KEY", "CropOrPadd", "DenormalizeHUd", "EnsureFinited", "LungMaskd", "NormalizeHUd",
-                   "Octantsd"),
+                   "Octantsd", "ReferenceResampled"),
 }
 _MODULE_OF = {name: module for module, names in _EXPORTS.items() for name in names}
 

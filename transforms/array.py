@@ -24,9 +24,11 @@ from .functional import (
     map_luna16_labels,
     normalize_hu,
     octant_slices,
+    resample_like_reference,
 )
 
-__all__ = ["FILL_MIN", "EnsureFinite", "LungMask", "NormalizeHU", "DenormalizeHU", "CropOrPad", "Octants"]
+__all__ = ["FILL_MIN", "EnsureFinite", "LungMask", "NormalizeHU", "DenormalizeHU", "CropOrPad", "Octants",
+           "ReferenceResample"]
 
 FILL_MIN = "min"  # CropOrPad fill rule of the reference: the volume's own minimum
 _PROBE = np.zeros((1, 1, 1, 1), dtype=np.float32)  # tiny input to validate arguments at construction
@@ -86,9 +88,13 @@ class CropOrPad(ResizeWithPadOrCrop):
     MONAI's own inverse. The affine is shifted to the new first voxel (the reference kept the old origin:
     docs/reference.md).
 
-    Centring vs the reference (offset = int(diff / 2) per axis): padding is identical (diff // 2 before, the
-    rest after). Cropping starts at size // 2 - target // 2, which equals int(diff / 2) except when an even size
-    is cropped to an odd size: MONAI then starts one voxel later (e.g. 10 -> 5: start 3, reference 2).
+    Centring vs the reference (offset int(diff / 2) per axis, counted in the file's array order): on the array it
+    is given, padding puts diff // 2 before and the rest after, like the reference; cropping starts at
+    size // 2 - target // 2, one voxel later than int(diff / 2) when an even size is cropped to an odd one
+    (10 -> 5: start 3, reference 2). In the bundle this runs after ``Orientationd`` (RAS), which flips x and y of
+    a LUNA16 file: on a flipped axis the window is centred from the other end, so it sits one voxel off the
+    reference's whenever that axis's difference is odd. :class:`ReferenceResample` reproduces the reference's
+    grid exactly (bundle key ``reference_grid``).
 
     Args:
         spatial_size: target (X, Y, Z) in voxels (the reference's ``Z_MAX Y_MAX X_MAX`` is (X_MAX, Y_MAX, Z_MAX) here);
@@ -106,6 +112,32 @@ class CropOrPad(ResizeWithPadOrCrop):
         """Args: img (C, X, Y, Z), any dtype. Returns: (C, *spatial_size) MetaTensor, same dtype, shifted affine."""
         value = float(img.min()) if self.fill == FILL_MIN else float(self.fill)
         return super().__call__(img, mode="constant", lazy=lazy, value=value)
+
+
+class ReferenceResample(Transform):
+    """The reference's ``normalize_dataset.py`` grid: cubic-spline zoom, int16, centred crop/pad with the minimum.
+
+    Reproduces the reference's preprocessed arrays voxel for voxel (the array as stored in the file, no
+    reorientation) with a truthful affine; see :func:`transforms.functional.resample_like_reference`. The
+    project's default (``Orientationd`` + ``Spacingd`` + :class:`CropOrPad`) is the better resampler; this one
+    exists so that results compare with the reference's.
+
+    Args:
+        vox_spacing: target isotropic voxel size, mm.
+        spatial_size: output (X, Y, Z) voxels.
+        mask: the input is a LUNA16 mask: 0/1 uint8 out (the reference's threshold of the resampled labels).
+    """
+
+    def __init__(self, vox_spacing: float, spatial_size: Sequence[int], mask: bool = False) -> None:
+        if not (isinstance(vox_spacing, (int, float)) and vox_spacing > 0):
+            raise InputError(f"vox_spacing must be a positive number of mm, got {vox_spacing!r}")
+        if len(spatial_size) != 3 or any(int(s) < 1 for s in spatial_size):
+            raise InputError(f"spatial_size must be three positive voxel counts (X, Y, Z), got {spatial_size!r}")
+        self.vox_spacing, self.spatial_size, self.mask = float(vox_spacing), tuple(map(int, spatial_size)), mask
+
+    def __call__(self, img: NdarrayOrTensor) -> NdarrayOrTensor:
+        """Args: img (C, X, Y, Z) MetaTensor. Returns: (C, *spatial_size) int16 (mask: uint8), new affine."""
+        return resample_like_reference(img, self.vox_spacing, self.spatial_size, mask=self.mask)
 
 
 class Octants(Transform):

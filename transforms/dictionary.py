@@ -12,9 +12,10 @@ A typical deterministic LUNA16 chain (spatial sizes are (X, Y, Z): the reference
     NormalizeHUd("image")
     Octantsd(["image", "label"], label_key="label")      # list of up to 8 dicts
 
-Resampling is MONAI's ``Spacingd`` (linear for CT, nearest for masks); this package deliberately has no
-resampler. The reference resampled masks with a cubic spline (``scipy.ndimage.zoom`` order 3, then int16 and
-a threshold), which smears labels and can invent values (docs/reference.md); nearest keeps them.
+Resampling is MONAI's ``Spacingd`` (linear for CT, nearest for masks). The reference resampled masks with a
+cubic spline (``scipy.ndimage.zoom`` order 3, then int16 and a threshold), which smears labels and can invent
+values (docs/reference.md); nearest keeps them. :class:`ReferenceResampled` replaces ``Orientationd`` +
+``Spacingd`` + ``CropOrPadd`` by the reference's own grid, to compare with its results.
 """
 
 from __future__ import annotations
@@ -24,11 +25,21 @@ from collections.abc import Hashable, Mapping, Sequence
 from monai.config import KeysCollection, NdarrayOrTensor
 from monai.transforms import InvertibleTransform, MapTransform
 
-from .array import FILL_MIN, CropOrPad, DenormalizeHU, EnsureFinite, LungMask, NormalizeHU, Octants
+from .array import (
+    FILL_MIN,
+    CropOrPad,
+    DenormalizeHU,
+    EnsureFinite,
+    LungMask,
+    NormalizeHU,
+    Octants,
+    ReferenceResample,
+)
 from .errors import InputError
 from .functional import DEFAULT_SPLIT, HU_MAX, HU_MIN, LUNA16_HU_MEAN, LUNA16_HU_STD
 
-__all__ = ["OCTANT_KEY", "EnsureFinited", "LungMaskd", "NormalizeHUd", "DenormalizeHUd", "CropOrPadd", "Octantsd"]
+__all__ = ["OCTANT_KEY", "EnsureFinited", "LungMaskd", "NormalizeHUd", "DenormalizeHUd", "CropOrPadd", "Octantsd",
+           "ReferenceResampled"]
 
 OCTANT_KEY = "octant"  # int index 0..prod(split)-1 added to each dict by Octantsd
 
@@ -117,6 +128,39 @@ class CropOrPadd(MapTransform, InvertibleTransform):
         d = dict(data)
         for key in self.key_iterator(d):
             d[key] = self.croppers[key].inverse(d[key])
+        return d
+
+
+class ReferenceResampled(MapTransform):
+    """Dict wrapper of :class:`transforms.array.ReferenceResample`: the reference's grid for CT and mask.
+
+    Args:
+        keys: keys to resample, each (C, X, Y, Z) as read from its file.
+        vox_spacing: target isotropic voxel size, mm.
+        spatial_size: output (X, Y, Z) voxels.
+        mask: one flag for all keys or one per key; ``(False, True)`` for (image, label).
+        label_mode: the mode of the ``LungMaskd`` that follows; the reference's threshold makes binary lung
+            masks (trachea included), so only ``"binary"`` is accepted.
+        allow_missing_keys: skip absent keys.
+    """
+
+    def __init__(self, keys: KeysCollection, vox_spacing: float, spatial_size: Sequence[int],
+                 mask: bool | Sequence[bool] = False, label_mode: str = "binary",
+                 allow_missing_keys: bool = False) -> None:
+        super().__init__(keys, allow_missing_keys)
+        if label_mode != "binary":
+            raise InputError(f"label_mode '{label_mode}' cannot be used with the reference's grid: it thresholds the "
+                             "resampled mask into one binary lung label; use label_mode 'binary'")
+        flags = (mask,) * len(self.keys) if isinstance(mask, bool) else tuple(mask)
+        if len(flags) != len(self.keys):
+            raise InputError(f"mask {mask!r}: give one flag or one per key ({len(self.keys)} keys: {self.keys})")
+        self.resamplers = {key: ReferenceResample(vox_spacing, spatial_size, flag) for key, flag in zip(self.keys, flags)}
+
+    def __call__(self, data: Mapping[Hashable, NdarrayOrTensor]) -> dict[Hashable, NdarrayOrTensor]:
+        """Each key: (C, X, Y, Z) -> (C, *spatial_size), int16 (masks uint8 0/1), true affine."""
+        d = dict(data)
+        for key in self.key_iterator(d):
+            d[key] = self.resamplers[key](d[key])
         return d
 
 

@@ -16,7 +16,8 @@ import numpy as np
 import torch
 from monai.config import NdarrayOrTensor
 from monai.data import MetaTensor
-from monai.utils import ImageMetaKey, convert_to_dst_type
+from monai.data.utils import orientation_ras_lps
+from monai.utils import ImageMetaKey, MetaKeys, SpaceKeys, convert_to_dst_type
 
 from .errors import InputError
 from .geometry import affine_of, centroid, world_x
@@ -41,6 +42,8 @@ __all__ = [
     "normalize_hu",
     "denormalize_hu",
     "octant_slices",
+    "reference_grid",
+    "resample_like_reference",
 ]
 
 # HU window of the reference's data loader (torchbiomed's MIN_BOUND / MAX_BOUND; docs/reference.md).
@@ -105,6 +108,18 @@ def _left_right(spatial: torch.Tensor, affine: np.ndarray, name: str) -> torch.T
     return out
 
 
+def _check_labels(data: torch.Tensor, mode: str, name: str) -> None:
+    """Raise InputError unless ``data`` holds LUNA16 labels (or 0/1 in binary mode)."""
+    values = torch.unique(data).tolist()
+    allowed = set(LUNA16_LABELS)
+    if mode == "binary" and set(values) <= set(_BINARY_LABELS):
+        allowed = set(_BINARY_LABELS)
+    unexpected = sorted(v for v in values if v not in allowed)
+    if unexpected:
+        expected = f"LUNA16 labels {LUNA16_LABELS}" + (f" or binary {_BINARY_LABELS}" if mode == "binary" else "")
+        raise InputError(f"{name}: unexpected label values {unexpected[:10]} in mask; expected {expected}")
+
+
 def map_luna16_labels(
     mask: NdarrayOrTensor, mode: str = "binary", affine: NdarrayOrTensor | None = None, source: str | None = None
 ) -> NdarrayOrTensor:
@@ -136,14 +151,7 @@ def map_luna16_labels(
         raise InputError(f"mode '{mode}' is not supported; expected one of {LABEL_MODES}")
     name = _source_name(mask, source)
     data = _plain(mask)
-    values = torch.unique(data).tolist()
-    allowed = set(LUNA16_LABELS)
-    if mode == "binary" and set(values) <= set(_BINARY_LABELS):
-        allowed = set(_BINARY_LABELS)
-    unexpected = sorted(v for v in values if v not in allowed)
-    if unexpected:
-        expected = f"LUNA16 labels {LUNA16_LABELS}" + (f" or binary {_BINARY_LABELS}" if mode == "binary" else "")
-        raise InputError(f"{name}: unexpected label values {unexpected[:10]} in mask; expected {expected}")
+    _check_labels(data, mode, name)
     if mode == "binary":
         out = (data != BACKGROUND).to(torch.uint8)
     elif mode == "lungs":
@@ -248,3 +256,116 @@ def check_finite(img: NdarrayOrTensor, source: str | None = None) -> NdarrayOrTe
         raise InputError(f"{_source_name(img, source)}: {bad} of {t.numel()} voxels are NaN or infinite; "
                          "fix or exclude this volume")
     return img
+
+
+#: a volume of the target size whose spacing is within this fraction of ``vox_spacing`` is on the reference's grid
+#: already: scipy's zoom gives a true spacing of old x (n - 1) / (n' - 1), within 1 / (n' - 1) of ``vox_spacing``
+ON_REFERENCE_GRID_RTOL = 0.05
+
+
+def reference_grid(
+    shape: Sequence[int], spacing: Sequence[float], vox_spacing: float, spatial_size: Sequence[int]
+) -> tuple[tuple[int, ...], tuple[float, ...], tuple[int, ...]]:
+    """The reference's ``normalize_dataset.py`` grid per axis (any axis order, as long as all arguments share it).
+
+    Resampled size = round(size x spacing / vox_spacing) (numpy's round, halves to even). scipy's ``zoom`` puts the
+    first and last voxel centres on the input's, so one resampled voxel is (size - 1) / (new size - 1) input voxels.
+    The centred crop or pad to ``spatial_size`` starts at offset int(|difference| / 2): output voxel 0 is resampled
+    voxel ``start`` (negative when padding).
+
+    Returns:
+        (resampled size, input voxels per resampled voxel, start) per axis.
+    """
+    size = tuple(int(n) for n in np.round(np.asarray(shape, float) * np.asarray(spacing, float) / float(vox_spacing)))
+    if min(size) < 1:
+        raise InputError(f"a {tuple(shape)} volume at spacing {tuple(spacing)} mm resamples to {size} voxels at "
+                         f"{vox_spacing} mm: too small")
+    step = tuple((n - 1) / (m - 1) if m > 1 else 1.0 for n, m in zip(shape, size))
+    start = tuple(int((m - t) / 2) if m > t else -int((t - m) / 2) for m, t in zip(size, spatial_size))
+    return size, step, start
+
+
+def resample_like_reference(
+    img: NdarrayOrTensor,
+    vox_spacing: float,
+    spatial_size: Sequence[int],
+    mask: bool = False,
+    spacing: Sequence[float] | None = None,
+    source: str | None = None,
+) -> NdarrayOrTensor:
+    """The reference's ``normalize_dataset.py`` on one volume, voxel for voxel, with its true geometry.
+
+    The array is taken as stored in the file (no reorientation, like the reference, which ignores the direction
+    matrix). Per channel: ``scipy.ndimage.zoom`` in the input's dtype (cubic spline, ``mode="nearest"``, zoom
+    factor = new size / old size from :func:`reference_grid`), cast to int16, centred crop/pad to
+    ``spatial_size`` filled with the resampled volume's minimum; masks then become 0/1 (< 1 -> 0, > 0 -> 1,
+    so trachea counts as lung, like the reference's binary masks). scipy's own zoom is used because its
+    corner-aligned grid and integer rounding are what the reference's files hold.
+
+    A volume that already has ``spatial_size`` at ``vox_spacing`` (within :data:`ON_REFERENCE_GRID_RTOL`), such as a
+    file written by ``python -m pipeline preprocess --reference``, is only cast (and thresholded, for masks), so
+    training on such files sees the arrays the command wrote, as the reference's training saw its own.
+
+    Unlike the reference, the affine of a MetaTensor output is the true one: spacing old spacing x (size - 1) /
+    (new size - 1) per axis (the reference writes ``vox_spacing``) and the origin moved to output voxel 0
+    (the reference keeps the input's), direction unchanged.
+
+    Args:
+        img: (C, X, Y, Z) volume, a MetaTensor (its affine gives the spacing) or an array with ``spacing``.
+        vox_spacing: target isotropic voxel size, mm (the reference's ``vox_spacing``).
+        spatial_size: output (X, Y, Z) voxels (the reference's ``Z_MAX Y_MAX X_MAX`` reversed).
+        mask: ``True`` for a LUNA16 mask (labels {0, 3, 4, 5} or 0/1, checked): output uint8 0/1; else int16.
+        spacing: (x, y, z) input voxel size in mm; default: the MetaTensor's affine.
+        source: name used in error messages; default: meta ``filename_or_obj``.
+
+    Returns:
+        (C, *spatial_size), int16 (uint8 for masks), same container (MetaTensor: new affine, meta kept).
+
+    Raises:
+        InputError: mask values that are not LUNA16 labels, no spacing, or a volume too small to resample.
+    """
+    from scipy import ndimage
+
+    name = _source_name(img, source)
+    data = _plain(img)
+    if data.ndim != 4:
+        raise InputError(f"{name}: expected a channel-first (C, X, Y, Z) volume, got shape {tuple(data.shape)}")
+    affine = affine_of(img, None, 3)
+    if spacing is None:
+        if affine is None:
+            raise InputError(f"{name}: pass spacing= for a plain array (no affine to take the voxel size from)")
+        spacing = np.linalg.norm(affine[:3, :3], axis=0)
+    if mask:
+        _check_labels(data, "binary", name)
+    size = tuple(int(s) for s in spatial_size)
+    if tuple(data.shape[1:]) == size and np.allclose(spacing, vox_spacing, rtol=ON_REFERENCE_GRID_RTOL, atol=0):
+        # already on the grid (a file of preprocess --reference, whose true spacing is not exactly vox_spacing)
+        out = (data > 0).to(torch.uint8) if mask else data.to(torch.int16)
+        return convert_to_dst_type(out, dst=img, dtype=out.dtype if isinstance(img, torch.Tensor) else out.numpy().dtype)[0]
+    new_size, step, start = reference_grid(data.shape[1:], spacing, vox_spacing, size)
+    channels = []
+    for channel in data.cpu().numpy():
+        zyx = channel.T  # the reference's (z, y, x) array: same arithmetic, axis for axis
+        factor = np.asarray(new_size[::-1], float) / np.asarray(zyx.shape, float)
+        zoomed = ndimage.zoom(zyx, factor, mode="nearest").astype(np.int16)
+        out = np.full(size[::-1], zoomed.min(), dtype=np.int16)
+        dst, src = [], []
+        for n, t, s in zip(zoomed.shape, size[::-1], start[::-1]):
+            length = min(n, t)
+            dst.append(slice(max(-s, 0), max(-s, 0) + length))
+            src.append(slice(max(s, 0), max(s, 0) + length))
+        out[tuple(dst)] = zoomed[tuple(src)]
+        if mask:
+            out = (out > 0).astype(np.uint8)
+        channels.append(out.T)
+    result = torch.from_numpy(np.ascontiguousarray(np.stack(channels)))
+    if not isinstance(img, MetaTensor):
+        return convert_to_dst_type(result, dst=img, dtype=result.numpy().dtype if isinstance(img, np.ndarray) else result.dtype)[0]
+    scale = np.diag([*step, 1.0])
+    shift = np.eye(4)
+    shift[:3, 3] = start
+    new_affine = affine @ scale @ shift
+    if img.meta.get(MetaKeys.SPACE, SpaceKeys.RAS) == SpaceKeys.LPS:
+        new_affine = orientation_ras_lps(new_affine)
+    out = MetaTensor(result, affine=torch.as_tensor(new_affine, dtype=torch.float64), meta={k: v for k, v in img.meta.items() if k != MetaKeys.AFFINE})
+    return out

@@ -1,5 +1,5 @@
-"""``python -m pipeline preprocess ROOT [VOX_SPACING Z_MAX Y_MAX X_MAX] [--config FILE ...]``: the reference's
-``normalize_dataset``, with the bundle's transforms (:mod:`pipeline.preprocess`)."""
+"""``python -m pipeline preprocess ROOT [VOX_SPACING Z_MAX Y_MAX X_MAX] [--reference] [--config FILE ...]``: the
+reference's ``normalize_dataset``, with the bundle's transforms (:mod:`pipeline.preprocess`)."""
 
 from __future__ import annotations
 
@@ -28,6 +28,10 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                         " 160); all four or none (then the config's)")
     p.add_argument("--config", nargs="+", default=None, help="bundle config(s), later ones overriding earlier ones"
                    " (default: bundle/configs/train.json; e.g. bundle/configs/train.json bundle/configs/quick.json)")
+    p.add_argument("--reference", action="store_true",
+                   help="the reference's own grid, voxel for voxel: cubic-spline zoom of CT and mask, its centred"
+                        " crop/pad offsets, no reorientation (bundle key reference_grid; the default resampling is"
+                        " linear/nearest on a RAS grid); the geometry written is the true one")
     p.add_argument("--workers", type=int, default=None, help="processes (default: min(8, CPU count))")
     p.add_argument("--overwrite", action="store_true", help="redo cases whose outputs exist")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -64,7 +68,8 @@ def _run(args: argparse.Namespace) -> int:
 
     spacing, size = parse_grid(args.grid)
     results = preprocess_dataset(args.root, spacing, size, workers=args.workers, overwrite=args.overwrite,
-                                 progress=not args.no_progress, config=args.config)
+                                 progress=not args.no_progress, config=args.config,
+                                 overrides={"reference_grid": True} if args.reference else None)
     counts = count_statuses(results)
     print(f"preprocess: {counts['done']} done, {counts['skipped']} skipped, {counts['failed']} failed")
     return 1 if counts["failed"] else 0

@@ -13,44 +13,9 @@ import pytest
 import SimpleITK as sitk
 
 from benchmarks.preprocess import TINY_SIZE, UID, reference_crop_or_pad, reference_resample
+from tests.reference_algorithm import copy_normalized
 
 REPO = Path(__file__).resolve().parents[2]
-
-
-def _seed_copy_normalized(src: np.ndarray, shape_max: tuple[int, int, int]) -> np.ndarray:
-    """The reference's torchbiomed ``copy_normalized`` + ``copy_slice_centered``, loops and all (docs/reference.md)."""
-    zmax, ymax, xmax = shape_max
-    if src.shape == shape_max:
-        return src
-    z_axis, _, dim = src.shape
-    new = np.full(shape_max, np.min(src), dtype=np.int16)
-
-    def copy_slice(dst: np.ndarray, s: np.ndarray) -> None:
-        if dim <= ymax:
-            x0, y0 = int((xmax - dim) / 2), int((ymax - dim) / 2)
-            for y in range(dim):
-                for x in range(dim):
-                    dst[y0 + y][x0 + x] = s[y][x]
-        elif dim <= xmax:
-            x0, y0 = int((xmax - dim) / 2), int((dim - ymax) / 2)
-            for y in range(ymax):
-                for x in range(dim):
-                    dst[y][x0 + x] = s[y0 + y][x]
-        else:
-            x0, y0 = int((dim - xmax) / 2), int((dim - ymax) / 2)
-            for y in range(ymax):
-                for x in range(xmax):
-                    dst[y][x] = s[y0 + y][x0 + x]
-
-    if z_axis < zmax:
-        start = int((zmax - z_axis) / 2)
-        for i in range(z_axis):
-            copy_slice(new[start + i], src[i])
-    else:
-        start = int((z_axis - zmax) / 2)
-        for i in range(zmax):
-            copy_slice(new[i], src[start + i])
-    return new
 
 
 @pytest.mark.parametrize(("src_shape", "size_zyx"), [
@@ -60,17 +25,17 @@ def _seed_copy_normalized(src: np.ndarray, shape_max: tuple[int, int, int]) -> n
     ((4, 13, 13), (4, 8, 10)),  # crop both in-plane
     ((4, 8, 8), (4, 8, 8)),  # already the size
 ])
-def test_reference_crop_or_pad_matches_the_seed_loops(src_shape, size_zyx):
+def test_reference_crop_or_pad_matches_the_reference_loops(src_shape, size_zyx):
     src = np.random.default_rng(0).integers(-1000, 1000, src_shape).astype(np.int16)
     out, start = reference_crop_or_pad(src, size_zyx)
-    np.testing.assert_array_equal(out, _seed_copy_normalized(src, size_zyx))
+    np.testing.assert_array_equal(out, copy_normalized(src, size_zyx))
     # the returned offset locates output voxel 0 in the source grid
     probe = tuple(max(0, -s) for s in start)
     if all(p + s < n for p, s, n in zip(probe, start, src_shape)):
         assert out[probe] == src[tuple(p + s for p, s in zip(probe, start))]
 
 
-def test_reference_crop_or_pad_rejects_what_the_seed_asserts():
+def test_reference_crop_or_pad_rejects_what_the_reference_asserts():
     with pytest.raises(ValueError, match="y == x"):
         reference_crop_or_pad(np.zeros((4, 6, 8), np.int16), (4, 8, 8))
 
