@@ -20,8 +20,14 @@ import torch
 
 from transforms.errors import InputError
 
-__all__ = ["atomic_path", "atomic_torch_save", "atomic_write_text", "load_checkpoint", "state_dict_from_checkpoint",
+__all__ = ["REFERENCE_CHECKPOINT_KEYS", "atomic_path", "atomic_torch_save", "atomic_write_text",
+           "is_reference_checkpoint", "load_checkpoint", "reference_checkpoint", "state_dict_from_checkpoint",
            "unwrap_state_dict"]
+
+#: what the reference's ``vnet_checkpoint.pth.tar`` / ``vnet_model_best.pth.tar`` hold (the Ascend port: ``error`` is
+#: its best test error so far; the original PyTorch V-Net wrote ``best_prec1`` and DataParallel's ``module.`` prefixes)
+REFERENCE_CHECKPOINT_KEYS = ("epoch", "state_dict", "error")
+DATA_PARALLEL_PREFIX = "module."
 
 
 @contextlib.contextmanager
@@ -83,7 +89,7 @@ def unwrap_state_dict(module: torch.nn.Module) -> dict[str, torch.Tensor]:
     return inner.state_dict()
 
 
-def load_checkpoint(path: str | os.PathLike, map_location: Any = "cpu") -> Any:
+def load_checkpoint(path: str | os.PathLike, map_location: Any = "cpu", mmap: bool = False) -> Any:
     """Load a checkpoint with ``torch.load(weights_only=True)``: tensors and plain containers only.
 
     A file whose pickle would construct arbitrary Python objects (and could run code) is refused.
@@ -95,7 +101,7 @@ def load_checkpoint(path: str | os.PathLike, map_location: Any = "cpu") -> Any:
     if not path.is_file():
         raise InputError(f"checkpoint '{path}' does not exist")
     try:
-        return torch.load(path, map_location=map_location, weights_only=True)
+        return torch.load(path, map_location=map_location, weights_only=True, mmap=mmap or None)
     except pickle.UnpicklingError as e:
         text = str(e)
         unsafe = [ln.strip() for ln in text.splitlines() if "GLOBAL" in ln or "global" in ln.split(":")[0]]
@@ -128,3 +134,22 @@ def state_dict_from_checkpoint(checkpoint: object, path: str | os.PathLike) -> d
     if not isinstance(checkpoint, dict) or not all(isinstance(v, torch.Tensor) for v in checkpoint.values()):
         raise InputError(f"model '{path}' holds no state dict (expected parameter name -> tensor, or {{'model': ...}})")
     return {re.sub(r"^(module\.|_orig_mod\.)+", "", k): v for k, v in checkpoint.items()}
+
+
+def is_reference_checkpoint(checkpoint: object) -> bool:
+    """Whether a loaded checkpoint is the reference's (weights under ``state_dict``), not one of ours."""
+    return isinstance(checkpoint, dict) and isinstance(checkpoint.get("state_dict"), dict) and "model" not in checkpoint
+
+
+def reference_checkpoint(state_dict: dict[str, torch.Tensor], epoch: int = 0, error: float = float("nan"),
+                         data_parallel: bool = False) -> dict[str, Any]:
+    """Weights in the reference's checkpoint format, for its ``eval.py`` / ``--resume``.
+
+    Args:
+        state_dict: our network's weights (the key names are the reference's).
+        epoch: the epoch the weights come from.
+        error: their test error (%), the reference's ``error`` entry.
+        data_parallel: prefix every key with ``module.``, as the original PyTorch V-Net saved its DataParallel model.
+    """
+    prefix = DATA_PARALLEL_PREFIX if data_parallel else ""
+    return {"epoch": int(epoch), "state_dict": {prefix + k: v for k, v in state_dict.items()}, "error": float(error)}

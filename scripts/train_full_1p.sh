@@ -2,13 +2,14 @@
 # Reference-compatible launcher, as the Ascend ModelZoo VNet's test/train_full_1p.sh: full training on ONE device.
 #
 #   bash scripts/train_full_1p.sh --data_path=/data/LUNA16 [--device_id=0] [--device=npu|cuda|gpu|cpu|auto]
-#        [--output_dir=output] [--REFERENCE_ARGUMENT=VALUE ...] [-- --bundle_key value ...]
+#        [--output_dir=output] [--split=reference] [--REFERENCE_ARGUMENT=VALUE ...] [-- --bundle_key value ...]
 #
 # Settings (the reference's launch script): batch 8, lr 1e-4, lr_decay 1, 200 epochs, seed 49, --amp --opt-level O2
 # --loss-scale 128, weight decay 1e-8, 4 workers, checkpoints in model_1p/. The reference's script passes --lr=1e-4 and
 # then --lr=1, so it trained at lr 1.0; here lr is 1e-4. Change any of them with the reference's name:
 # --nEpochs=1 --batchSz=4 --lr=1e-3 --seed= --lr_decay= --weight_decay= --workers= --save= --opt-level= --loss-scale=.
-# --device defaults to npu (as the reference); anything after "--" is passed to the bundle as overrides.
+# --device defaults to npu (as the reference); --split=reference (default: the reference's 134 test scans against every
+# other LUNA16 scan) | subsets | hash; anything after "--" is passed to the bundle as overrides.
 #
 # Outputs, where the reference puts them (relative to the current folder):
 #   <output_dir>/<device_id>/train_<device_id>.log          everything printed (this script tees into it)
@@ -33,8 +34,8 @@ launcher_die() {
 # REF_CASE (acc | perf); for 8p REF_DEVICE_NUM; for perf REF_PERF_STEPS (training iterations measured).
 reference_launch() {
     local data_path="" device="npu" device_id="0" device_num="${REF_DEVICE_NUM:-1}" output_dir="output"
-    local dist_backend="" perf_steps="${REF_PERF_STEPS:-0}" key value
-    local known="--data_path= --device= --output_dir="
+    local dist_backend="" perf_steps="${REF_PERF_STEPS:-0}" split="reference" key value
+    local known="--data_path= --device= --output_dir= --split="
     if [[ $REF_PROCS == 8p ]]; then known+=" --device_num= --dist_backend="; else known+=" --device_id="; fi
     [[ $REF_CASE != perf ]] || known+=" --perf_steps="
     known+="$(printf ' --%s=' "${!REF_ARGS[@]}")"
@@ -46,6 +47,7 @@ reference_launch() {
             --data_path=*) data_path="${1#*=}" ;;
             --device=*) device="${1#*=}" ;;
             --output_dir=*) output_dir="${1#*=}" ;;
+            --split=*) split="${1#*=}" ;;
             --device_id=*)
                 [[ $REF_PROCS == 1p ]] || launcher_die "--device_id is for 1-device scripts; the 8p scripts use devices 0..N-1 (--device_num=N)"
                 device_id="${1#*=}" ;;
@@ -89,7 +91,7 @@ reference_launch() {
     export PYTHONPATH="$REPO_DIR${PYTHONPATH:+:$PYTHONPATH}"
     export VNET_RUN_START="${VNET_RUN_START:-$(date +%s)}"  # E2ETrainingTime counts from here
 
-    local -a cmd=("${PYTHON:-python3}" -m pipeline train --data "$data_path" --device "$device")
+    local -a cmd=("${PYTHON:-python3}" -m pipeline train --data "$data_path" --device "$device" --split "$split")
     for key in seed workers lr lr_decay weight_decay nEpochs batchSz save; do
         cmd+=("--$key" "${REF_ARGS[$key]}")
     done

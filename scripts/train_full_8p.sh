@@ -3,7 +3,7 @@
 # this node, one process per device under torchrun (DDP; backend hccl on NPU, nccl on CUDA, gloo on CPU).
 #
 #   bash scripts/train_full_8p.sh --data_path=/data/LUNA16 [--device_num=8] [--device=npu|cuda|gpu|cpu|auto]
-#        [--dist_backend=hccl] [--output_dir=output] [--REFERENCE_ARGUMENT=VALUE ...] [-- --bundle_key value ...]
+#        [--dist_backend=hccl] [--output_dir=output] [--split=reference] [--REFERENCE_ARGUMENT=VALUE ...] [-- --bundle_key value ...]
 #
 # Settings (the reference's PyTorch 1.8 launch script): batch 4 per device, lr 1e-3, lr_decay 0.3 at epochs 50 and
 # 100, weight decay 1e-5, 200 epochs, seed 233 (process r uses 233 + r), --amp --opt-level O2 --loss-scale dynamic,

@@ -2,7 +2,7 @@
 # Reference-compatible launcher, as the Ascend ModelZoo VNet's test/train_performance_1p.sh: throughput on ONE device.
 #
 #   bash scripts/train_performance_1p.sh --data_path=/data/LUNA16 [--device_id=0] [--device=npu|cuda|gpu|cpu|auto]
-#        [--perf_steps=300] [--output_dir=output] [--REFERENCE_ARGUMENT=VALUE ...] [-- --bundle_key value ...]
+#        [--perf_steps=300] [--output_dir=output] [--split=reference] [--REFERENCE_ARGUMENT=VALUE ...] [-- --bundle_key value ...]
 #
 # The full 1p settings (batch 8, lr 1e-4, seed 49, --amp --opt-level O2 --loss-scale 128, 4 workers), but one
 # epoch of --perf_steps training iterations (default 300) and no validation; checkpoints in model_1p_perf/.

@@ -3,7 +3,7 @@
 # this node, one process per device under torchrun.
 #
 #   bash scripts/train_performance_8p.sh --data_path=/data/LUNA16 [--device_num=8] [--device=npu|cuda|gpu|cpu|auto]
-#        [--dist_backend=hccl] [--perf_steps=300] [--output_dir=output] [--REFERENCE_ARGUMENT=VALUE ...] [-- --key value ...]
+#        [--dist_backend=hccl] [--perf_steps=300] [--output_dir=output] [--split=reference] [--REFERENCE_ARGUMENT=VALUE ...] [-- --key value ...]
 #
 # The full 8p settings (batch 4 per device, lr 1e-3, lr_decay 0.3, weight decay 1e-5, seed 233, --amp --opt-level O2
 # --loss-scale dynamic, 4 workers), but one epoch of --perf_steps iterations per process (default 300) and no

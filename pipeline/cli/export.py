@@ -10,10 +10,11 @@ __all__ = ["add_parser"]
 def add_parser(sub: argparse._SubParsersAction) -> None:
     from pipeline import export
 
-    p = sub.add_parser("export", help="MONAI ckpt_export / onnx_export, written atomically",
+    p = sub.add_parser("export", help="MONAI ckpt_export / onnx_export written atomically; the reference's format",
                        description=(export.__doc__ or "").split("\n\n")[0])
     p.add_argument("command", choices=export.COMMANDS)
-    p.add_argument("args", nargs=argparse.REMAINDER, help="the MONAI command's arguments (with --filepath)")
+    p.add_argument("args", nargs=argparse.REMAINDER, help="the MONAI command's arguments (with --filepath); for "
+                   "reference: --ckpt_file FILE --filepath FILE [--data-parallel]")
     p.set_defaults(func=_run)
 
 

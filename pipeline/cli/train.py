@@ -138,6 +138,10 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     a("--save", action=_Once, help="checkpoint folder (vnet_checkpoint.pth.tar, vnet_model_best.pth.tar, model.pt)")
     a("--resume", action=_Once, nargs="?", const=True, default=None, metavar="PATH|auto",
       help="resume from <save>/vnet_checkpoint.pth.tar (which must exist), from PATH, or with 'auto' only if it exists")
+    a("--split", action=_Once, choices=["reference", "subsets", "hash"],
+      help="train/validation split (not a reference argument): reference = its 134 test scans against every other one "
+           "(the reference-style scripts' default), subsets = official subset 9, hash = a stable hash split "
+           "(bundle default: the config's split)")
     a("--config", action="append", default=None,
       help="extra bundle config overlay(s) applied after train.json (e.g. bundle/configs/quick.json)")
     a("--print-overrides", action="store_true", help="print the bundle command and exit")
@@ -282,6 +286,8 @@ def bundle_overrides(args: argparse.Namespace) -> dict[str, Any]:
         o["loss_scale"] = scale
     if args.dist_backend is not None:
         o["dist_backend"] = args.dist_backend
+    if args.split is not None:
+        o["split"] = args.split
     if args.save is not None:
         o["ckpt_dir"] = str(args.save)
     if args.resume is not None:

@@ -9,9 +9,9 @@ Three layouts are understood (all ``.mhd`` MetaImage files named ``<seriesuid>.m
 - the official download: ``ROOT/subset0 .. subset9/*.mhd`` (a nested ``subsetN/subsetN/`` from unzipping
   is accepted) + ``ROOT/seg-lungs-LUNA16/*.mhd``; the subset number is kept for the official split.
 
-Images and masks are paired by series uid (the file stem). The split is either the official one
-(validation subset 9 by default), fixed uid lists (the reference's ``train_uids.txt`` /
-``test_uids.txt``) or a seeded hash split that is stable when files are added.
+Images and masks are paired by series uid (the file stem). The split (:func:`split_cases`) is the reference's
+(its 134 test scans, :data:`REFERENCE_TEST_UIDS`, against every other scan), the official one (validation subset 9
+by default), a hash split that is stable when files are added, or fixed uid lists.
 """
 
 from __future__ import annotations
@@ -36,6 +36,9 @@ __all__ = [
     "NORMALIZED_IMAGE_DIR",
     "NORMALIZED_MASK_DIR",
     "DEFAULT_VAL_SUBSETS",
+    "LUNA16_SCANS",
+    "REFERENCE_TEST_UIDS",
+    "SPLITS",
     "Case",
     "find_cases",
     "split_cases",
@@ -56,6 +59,11 @@ NORMALIZED_MASK_DIR = "normalized_lung_mask"
 IMAGE_SUFFIX = ".mhd"
 SUBSET_PATTERN = re.compile(r"^subset(\d+)$")
 DEFAULT_VAL_SUBSETS = (9,)
+#: ``subsets``: official subsets (else a hash split); ``hash``: a hash split; ``reference``: the reference's test list
+SPLITS = ("subsets", "hash", "reference")
+#: the 134 series uids the reference tests on (shipped with this package); it trains on every other LUNA16 scan
+REFERENCE_TEST_UIDS = Path(__file__).with_name("reference_test_uids.txt")
+LUNA16_SCANS = 888  # CT scans in LUNA16 (subset0..9): the reference's 754 training + 134 test scans
 SECTIONS = ("training", "validation")
 UIDS_SHOWN = 3  # how many example uids an error message lists
 HASH_BYTES = 8  # sha256 prefix used as a uniform number in [0, 1)
@@ -243,6 +251,28 @@ def _split_by_hash(cases: Sequence[Case], val_fraction: float, seed: int) -> tup
     return [c for c in cases if c.uid not in in_val], [c for c in cases if c.uid in in_val]
 
 
+def _split_like_the_reference(cases: list[Case], uid_file: PathLike) -> tuple[list[Case], list[Case]]:
+    """The reference's split: validation = the cases in its test list, training = every other case found."""
+    path = Path(uid_file)
+    if not path.is_file():
+        raise InputError(f"split 'reference': the reference's test list '{path}' does not exist (it ships with the "
+                         "package: reinstall it, or set the bundle key reference_test_uids to a copy)")
+    listed = set(read_uid_file(path))
+    val = [c for c in cases if c.uid in listed]
+    train = [c for c in cases if c.uid not in listed]
+    if not val:
+        raise InputError(f"split 'reference': none of the {len(listed)} test uids of '{path}' is among the "
+                         f"{len(cases)} cases found (first: {_first(c.uid for c in cases)}); this is not LUNA16: use "
+                         "--split subsets or --split hash")
+    if not train:
+        raise InputError(f"split 'reference': all {len(cases)} cases found are reference test scans; nothing is left "
+                         "to train on")
+    logger.info(f"split 'reference': {len(cases)} of the {LUNA16_SCANS} LUNA16 scans found; validation = "
+                f"{len(val)} of the {len(listed)} reference test scans, training = the other {len(train)} (the "
+                f"reference trains on {LUNA16_SCANS - len(listed)})")
+    return train, val
+
+
 def split_cases(
     cases: Sequence[Case],
     val_fraction: float = 0.15,
@@ -250,16 +280,22 @@ def split_cases(
     val_subsets: Iterable[int] | None = None,
     train_uids: PathLike | Iterable[str] | None = None,
     val_uids: PathLike | Iterable[str] | None = None,
+    *,
+    split: str = "subsets",
+    reference_uids: PathLike = REFERENCE_TEST_UIDS,
 ) -> tuple[list[Case], list[Case]]:
     """Split cases into (train, validation), reproducibly.
 
-    Priority: fixed uid lists, then official subsets, then a seeded hash split.
+    Fixed uid lists win; otherwise ``split`` decides:
 
     - ``train_uids`` / ``val_uids`` (a uid file, see :func:`read_uid_file`, or uids): given one list, the
       other side is every remaining case; given both, cases in neither are left out.
-    - When every case has an official subset: validation = cases in ``val_subsets`` (default subset 9).
-      If the default subset is absent (partial download) the hash split is used, with a warning.
-    - Otherwise each uid goes to validation when sha256(f"{seed}:{uid}") mapped to [0, 1) is below
+    - ``"reference"``: the reference's split: validation = the cases whose uid is in ``reference_uids`` (the
+      reference's 134 test scans, shipped as :data:`REFERENCE_TEST_UIDS`), training = every other case found.
+    - ``"subsets"``: when every case has an official subset, validation = cases in ``val_subsets`` (default
+      subset 9); if the default subset is absent (partial download), or the layout has no subsets, the hash split.
+    - ``"hash"`` (and ``"subsets"`` without subsets): each uid goes to validation when sha256(f"{seed}:{uid}")
+      mapped to [0, 1) is below
       ``val_fraction``: adding cases never moves existing ones, and the result does not depend on
       PYTHONHASHSEED. (The original PyTorch V-Net shuffles a list built from a Python set, whose order
       depends on the per-process hash seed, so its split is not reproducible: docs/reference.md.) With two or
@@ -267,6 +303,8 @@ def split_cases(
 
     Args:
         cases: from :func:`find_cases`.
+        split: one of :data:`SPLITS`.
+        reference_uids: the uid file of the ``"reference"`` split.
         val_fraction: expected validation share for the hash split, in (0, 1).
         seed: split seed for the hash split.
         val_subsets: official subsets used for validation (default ``(9,)``).
@@ -277,15 +315,19 @@ def split_cases(
         (train, val), each in the input order.
 
     Raises:
-        InputError: bad ``val_fraction``, unknown or overlapping uids in the lists, or explicit
-            ``val_subsets`` that leave one side empty.
+        InputError: unknown ``split``, bad ``val_fraction``, unknown or overlapping uids in the lists, explicit
+            ``val_subsets`` that leave one side empty, or a reference split that finds none of its uids.
     """
     cases = list(cases)
+    if split not in SPLITS:
+        raise InputError(f"split {split!r}: expected one of {', '.join(SPLITS)}")
     if train_uids is not None or val_uids is not None:
         return _split_by_lists(cases, train_uids, val_uids)
+    if split == "reference":
+        return _split_like_the_reference(cases, reference_uids)
     if not 0.0 < val_fraction < 1.0:
         raise InputError(f"val_fraction must be in (0, 1), got {val_fraction!r}")
-    if cases and all(c.subset is not None for c in cases):
+    if split == "subsets" and cases and all(c.subset is not None for c in cases):
         chosen = set(DEFAULT_VAL_SUBSETS if val_subsets is None else val_subsets)
         train = [c for c in cases if c.subset not in chosen]
         val = [c for c in cases if c.subset in chosen]
@@ -313,6 +355,9 @@ def build_datalist(
     train_uids: PathLike | Iterable[str] | None = None,
     val_uids: PathLike | Iterable[str] | None = None,
     allow_unpaired: bool = False,
+    *,
+    split: str = "subsets",
+    reference_uids: PathLike = REFERENCE_TEST_UIDS,
 ) -> dict[str, list[dict[str, str]]]:
     """Find, pair and split a LUNA16 root into a MONAI decathlon-style datalist.
 
@@ -323,7 +368,8 @@ def build_datalist(
         InputError: see :func:`find_cases` and :func:`split_cases`.
     """
     cases = find_cases(root, prefer_normalized=prefer_normalized, allow_unpaired=allow_unpaired)
-    train, val = split_cases(cases, val_fraction, seed, val_subsets, train_uids, val_uids)
+    train, val = split_cases(cases, val_fraction, seed, val_subsets, train_uids, val_uids, split=split,
+                             reference_uids=reference_uids)
 
     def items(selected: list[Case]) -> list[dict[str, str]]:
         return [{"image": c.image, "label": c.label, "uid": c.uid} for c in selected]

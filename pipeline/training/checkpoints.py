@@ -1,7 +1,8 @@
 """Checkpoints: the reference's ``vnet_checkpoint.pth.tar`` / ``vnet_model_best.pth.tar`` and the bundle's ``model.pt``.
 
 All written atomically by rank 0 (:func:`pipeline.files.atomic_torch_save`); :func:`resume_path` decides what a
-run resumes from.
+run resumes from. :class:`WeightsLoader` and :class:`ResumeLoader` also read the reference's checkpoints (its
+``state_dict``, with or without DataParallel's ``module.`` prefix), which MONAI's ``CheckpointLoader`` cannot.
 """
 
 from __future__ import annotations
@@ -15,12 +16,18 @@ import torch
 from ignite.engine import Engine, Events
 
 from pipeline import device as devices
+from pipeline.files import (
+    atomic_torch_save,
+    is_reference_checkpoint,
+    load_checkpoint,
+    state_dict_from_checkpoint,
+    unwrap_state_dict,
+)
 from pipeline.training.engines import SupervisedTrainer
 from pipeline.training.rng import RNG_PER_RANK_KEY, rng_state
-from pipeline.files import atomic_torch_save, unwrap_state_dict
 from transforms.errors import InputError
 
-__all__ = ["BestCheckpoint", "LatestCheckpoint", "resume_path"]
+__all__ = ["BestCheckpoint", "LatestCheckpoint", "ResumeLoader", "WeightsLoader", "resume_path"]
 
 logger = logging.getLogger(__name__)
 
@@ -166,3 +173,68 @@ def resume_path(resume: bool | str, checkpoint: str | Path) -> str | None:
         raise InputError(f"cannot resume: no checkpoint at '{checkpoint}' (train once without --resume, or point"
                          " --resume_ckpt at a vnet_checkpoint.pth.tar)")
     return str(checkpoint)
+
+
+class WeightsLoader:
+    """Load a network's weights when the engine starts: ``model.pt``, one of our full checkpoints (its ``model``) or
+    the reference's (its ``state_dict``, ``module.`` prefixes removed). Strict: every key must fit.
+
+    Usable as an engine handler (``attach``) or called with the engine, like MONAI's ``CheckpointLoader``.
+
+    Args:
+        load_path: the checkpoint file.
+        network: the network (DDP-wrapped or not).
+        map_location: where the tensors are loaded.
+    """
+
+    def __init__(self, load_path: str | Path, network: torch.nn.Module, map_location: Any = "cpu") -> None:
+        self.load_path = Path(load_path)
+        self.network = network
+        self.map_location = map_location
+
+    def attach(self, engine: Engine) -> None:
+        engine.add_event_handler(Events.STARTED, self)
+
+    def __call__(self, engine: Engine | None = None) -> None:
+        checkpoint = load_checkpoint(self.load_path, map_location=self.map_location)
+        state = state_dict_from_checkpoint(checkpoint, self.load_path)
+        getattr(self.network, "module", self.network).load_state_dict(state, strict=True)
+        kind = "the reference's checkpoint" if is_reference_checkpoint(checkpoint) else "checkpoint"
+        logger.info(f"loaded the weights of {kind} {self.load_path}")
+
+
+class ResumeLoader:
+    """Resume training from a checkpoint when the trainer starts.
+
+    One of ours restores every state (network, optimizer, scheduler, trainer, evaluator) through ignite, as MONAI's
+    ``CheckpointLoader``; the reference's holds weights only (its optimizer and schedule are apex's and a
+    ``DataParallel``'s): those are loaded and training starts from epoch 1 with them, which the log says.
+
+    Args:
+        load_path: the checkpoint file.
+        load_dict: name -> object to restore (``model`` is the network).
+        map_location: where the tensors are loaded.
+    """
+
+    def __init__(self, load_path: str | Path, load_dict: Mapping[str, Any], map_location: Any = "cpu") -> None:
+        self.load_path = Path(load_path)
+        self.load_dict = dict(load_dict)
+        self.map_location = map_location
+
+    def attach(self, engine: Engine) -> None:
+        engine.add_event_handler(Events.STARTED, self)
+
+    def __call__(self, engine: Engine) -> None:
+        from monai.handlers import CheckpointLoader
+
+        try:  # memory-mapped: only the top-level keys are looked at here, no tensor is read
+            head = load_checkpoint(self.load_path, map_location="cpu", mmap=True)
+        except InputError:  # files of torch < 1.6 (the reference's first port) cannot be memory-mapped
+            head = load_checkpoint(self.load_path, map_location="cpu")
+        if is_reference_checkpoint(head):
+            WeightsLoader(self.load_path, self.load_dict["model"], self.map_location)()
+            logger.warning(f"{self.load_path} is the reference's checkpoint: its weights were loaded; optimizer, "
+                           "schedule and epoch count start fresh (it holds none of ours)")
+            return
+        # ours: every state, and a larger --epochs than the checkpoint's is kept (MONAI's handler does both)
+        CheckpointLoader(str(self.load_path), self.load_dict, map_location=self.map_location)(engine)

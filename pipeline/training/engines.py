@@ -26,12 +26,14 @@ from monai.engines import SupervisedEvaluator as _MonaiSupervisedEvaluator
 from monai.engines import SupervisedTrainer as _MonaiSupervisedTrainer
 from monai.engines.utils import IterationEvents
 from monai.engines.workflow import Workflow
+from monai.inferers import Inferer, SimpleInferer
 from monai.utils.enums import CommonKeys as Keys
 
+from networks.batch_norm import batch_statistics
 from pipeline import device as devices
 from pipeline.training.rng import RNG_PER_RANK_KEY, rng_state, set_rng_state
 
-__all__ = ["NonFiniteLossError", "SupervisedEvaluator", "SupervisedTrainer", "batch_case_ids"]
+__all__ = ["BatchStatisticsInferer", "NonFiniteLossError", "SupervisedEvaluator", "SupervisedTrainer", "batch_case_ids"]
 
 logger = logging.getLogger(__name__)
 
@@ -247,3 +249,21 @@ def _lower_is_better(current: float, best: float) -> bool:
 
 def _higher_is_better(current: float, best: float) -> bool:
     return current > best
+
+
+class BatchStatisticsInferer(Inferer):
+    """Run ``inferer`` with every BatchNorm normalising by its batch's statistics (the reference's evaluation).
+
+    For ``reference_batch_norm`` in ``train.json``: batches of validation octants, as the reference tests, through
+    :func:`networks.batch_statistics`. Running statistics are not updated; dropout stays off.
+
+    Args:
+        inferer: the inferer to wrap (default: MONAI's ``SimpleInferer``, the network on the whole batch).
+    """
+
+    def __init__(self, inferer: Inferer | None = None) -> None:
+        self.inferer = inferer if inferer is not None else SimpleInferer()
+
+    def __call__(self, inputs: torch.Tensor, network: Callable, *args: Any, **kwargs: Any) -> Any:
+        with batch_statistics(network):
+            return self.inferer(inputs, network, *args, **kwargs)

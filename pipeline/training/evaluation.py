@@ -25,12 +25,18 @@ from pipeline import device as devices
 from pipeline.files import atomic_write_text
 from pipeline.training.metrics import CASE_METRICS, case_metrics, spacing_of
 
-__all__ = ["CSV_COLUMNS", "CaseMetricsWriter"]
+__all__ = ["CSV_COLUMNS", "POOLED_ERROR", "POOLED_ERROR_REFERENCE_BN", "SUMMARY_FILE", "CaseMetricsWriter",
+           "ReferenceBatchNormSummary"]
 
 logger = logging.getLogger(__name__)
 
 #: columns of ``metrics_per_case.csv``: the case id, then :data:`pipeline.training.metrics.CASE_METRICS`
 CSV_COLUMNS = ("uid", *CASE_METRICS)
+SUMMARY_FILE = "metrics_summary.json"
+#: summary keys of the reference's error (%): octant voxels of every case pooled; BatchNorm on running statistics ...
+POOLED_ERROR = "pooled_error_rate_octants_pct"
+#: ... and on each batch's statistics, batches of octants as the reference tests (``reference_batch_norm``)
+POOLED_ERROR_REFERENCE_BN = "pooled_error_rate_octants_reference_bn_pct"
 
 
 class CaseMetricsWriter:
@@ -105,12 +111,50 @@ class CaseMetricsWriter:
             writer.writerow({k: (f"{v:.6g}" if isinstance(v, float) else v) for k, v in r.items()})
         atomic_write_text(self.output_dir / "metrics_per_case.csv", buf.getvalue())
         summary = self.summary()
-        atomic_write_text(self.output_dir / "metrics_summary.json", json.dumps(summary, indent=2) + "\n")
+        # the reference's figure: every case's lung-containing octant voxels pooled (the evaluator's key metric)
+        pooled = float(engine.state.metrics.get(getattr(engine.state, "key_metric_name", None) or "", math.nan))
+        summary[POOLED_ERROR] = pooled
+        atomic_write_text(self.output_dir / SUMMARY_FILE, json.dumps(summary, indent=2) + "\n")
         text = (
             f"evaluation over {len(self.rows)} cases: mean Dice {summary['mean_dice']:.4f}, error rate "
-            f"{summary['mean_error_rate_pct']:.3f} % (octants {summary['mean_error_rate_octants_pct']:.3f} %), "
+            f"{summary['mean_error_rate_pct']:.3f} % (octants {summary['mean_error_rate_octants_pct']:.3f} %; "
+            f"pooled over all cases as the reference reports it {pooled:.3f} %, BatchNorm running statistics), "
             f"HD95 {summary['mean_hd95_mm']:.2f} mm, ASD {summary['mean_asd_mm']:.2f} mm -> {self.output_dir}"
         )
         logger.info(text)
         if self.print_summary:
             print(text, flush=True)
+
+
+class ReferenceBatchNormSummary:
+    """Evaluator handler of ``reference_batch_norm``: add its error to ``metrics_summary.json`` and print it.
+
+    Attached to the evaluator that runs the reference's way (:class:`pipeline.training.engines.BatchStatisticsInferer`
+    over batches of octants); :class:`CaseMetricsWriter` has written the summary of our own evaluation before.
+
+    Args:
+        output_dir: the folder of ``metrics_summary.json``.
+        batch_size: octants per batch (printed, since the result depends on it).
+    """
+
+    def __init__(self, output_dir: str | Path, batch_size: int) -> None:
+        self.output_dir = Path(output_dir)
+        self.batch_size = int(batch_size)
+
+    def attach(self, engine: Engine) -> None:
+        engine.add_event_handler(Events.COMPLETED, self._write)
+
+    def _write(self, engine: Engine) -> None:
+        if not devices.is_main_process():
+            return
+        error = float(engine.state.metrics.get(engine.state.key_metric_name, math.nan))
+        path = self.output_dir / SUMMARY_FILE
+        summary = json.loads(path.read_text()) if path.is_file() else {}
+        summary[POOLED_ERROR_REFERENCE_BN] = error
+        summary["reference_bn_batch_size"] = self.batch_size
+        atomic_write_text(path, json.dumps(summary, indent=2) + "\n")
+        text = (f"evaluation the reference's way (BatchNorm on the statistics of each batch of {self.batch_size} "
+                f"octants): error rate {error:.3f} % ({POOLED_ERROR_REFERENCE_BN}; ours with running statistics: "
+                f"{summary.get(POOLED_ERROR, math.nan):.3f} %) -> {path}")
+        logger.info(text)
+        print(text, flush=True)

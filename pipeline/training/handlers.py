@@ -180,10 +180,14 @@ class ReferenceRunSummary:
       ``engine.state.metrics["fps"]`` (samples per second over all processes, data loading excluded, the
       first ``warmup`` iterations of each epoch left out); ``PeakFPS``: the maximum, which is what the
       reference reported as its FPS;
-    * ``TrainingTime``: milliseconds per training iteration at the median FPS;
-    * ``FinalValError``: the key metric (voxel error, %) of the last validation. The reference wrote this value
-      under the name ``TrainAccuracy``; it is neither a training value nor an accuracy, hence the name.
-      ``FinalValDice``: the mean Dice of that validation (``nan`` when validation never ran);
+    * ``TrainingTime``: as the reference computes it, ``BatchSize`` x 1000 / ``PeakFPS`` (per-process batch over
+      the FPS of all processes: an iteration's milliseconds on one process, divided by the process count);
+      ``IterationTime``: what an iteration takes, milliseconds at the median FPS;
+    * ``FinalValError``: the key metric (voxel error, %) of the last validation (BatchNorm with its running
+      statistics). The reference wrote its test error under the name ``TrainAccuracy``; it is neither a training
+      value nor an accuracy, hence the name. ``FinalValDice``: the mean Dice of that validation (``nan`` when
+      validation never ran); ``FinalValErrorReferenceBN``: with ``reference_batch_norm``, the same error computed
+      as the reference does (batches of octants, BatchNorm on each batch's statistics), else ``nan``;
     * ``ActualLoss``: the last training loss (rank 0's batch); ``E2ETrainingTime``: seconds from
       ``start_time`` to the end of training.
 
@@ -196,6 +200,7 @@ class ReferenceRunSummary:
         world_size: number of processes.
         device: the training device (its type is logged).
         validator: the evaluator whose last metrics give ``FinalValError`` / ``FinalValDice``.
+        reference_validator: the evaluator of the reference's way (``FinalValErrorReferenceBN``), or ``None``.
         warmup: iterations per epoch left out of the median FPS (all are kept if none would remain).
         network_name: the ``Network`` value.
         dice_metric: name of the Dice metric in the validator's metrics.
@@ -212,6 +217,7 @@ class ReferenceRunSummary:
         world_size: int = 1,
         device: torch.device | str = "cpu",
         validator: Engine | None = None,
+        reference_validator: Engine | None = None,
         warmup: int = 2,
         network_name: str = "VNet",
         dice_metric: str = "val_mean_dice",
@@ -223,6 +229,7 @@ class ReferenceRunSummary:
         self.world_size = max(1, int(world_size))
         self.device_type = torch.device(device).type
         self.validator = validator
+        self.reference_validator = reference_validator
         self.warmup = max(0, int(warmup))
         self.network_name = network_name
         self.dice_metric = dice_metric
@@ -252,14 +259,16 @@ class ReferenceRunSummary:
         if it_in_epoch > self.warmup:
             self.fps_steady.append(float(fps))
 
-    def _validation(self) -> tuple[float, float]:
-        if self.validator is None:
-            return math.nan, math.nan
-        state = self.validator.state
+    @staticmethod
+    def _key_metric(validator: Engine | None) -> float:
+        state = getattr(validator, "state", None)
         metrics = getattr(state, "metrics", None) or {}
         key = getattr(state, "key_metric_name", None)
-        error = metrics.get(key, math.nan) if key else math.nan
-        return float(error), float(metrics.get(self.dice_metric, math.nan))
+        return float(metrics.get(key, math.nan)) if key else math.nan
+
+    def _dice(self) -> float:
+        metrics = getattr(getattr(self.validator, "state", None), "metrics", None) or {}
+        return float(metrics.get(self.dice_metric, math.nan))
 
     def summary(self) -> dict[str, str]:
         """The summary lines as an ordered ``{key: value}`` mapping (values already formatted)."""
@@ -267,7 +276,7 @@ class ReferenceRunSummary:
         fps = statistics.median(fps_values) if fps_values else math.nan
         peak = max(self.fps_all) if self.fps_all else math.nan
         ms_per_iteration = 1000.0 * self.batch_size * self.world_size / fps if fps > 0 else math.nan
-        error, dice = self._validation()
+        reference_time = 1000.0 * self.batch_size / peak if peak > 0 else math.nan
         return {
             "Network": self.network_name,
             "RankSize": str(self.world_size),
@@ -276,9 +285,11 @@ class ReferenceRunSummary:
             "CaseName": self.case_name,
             "ActualFPS": f"{fps:.4f}",
             "PeakFPS": f"{peak:.4f}",
-            "TrainingTime": f"{ms_per_iteration:.2f}",
-            "FinalValError": f"{error:.4f}",
-            "FinalValDice": f"{dice:.4f}",
+            "TrainingTime": f"{reference_time:.2f}",
+            "IterationTime": f"{ms_per_iteration:.2f}",
+            "FinalValError": f"{self._key_metric(self.validator):.4f}",
+            "FinalValDice": f"{self._dice():.4f}",
+            "FinalValErrorReferenceBN": f"{self._key_metric(self.reference_validator):.4f}",
             "ActualLoss": f"{self.last_loss:.6f}",
             "E2ETrainingTime": str(int(round(time.time() - self.start_time))),
         }

@@ -45,19 +45,22 @@ def reference_class_weights(dataset: FlattenedDataset, parts_per_volume: int = 8
     return [m / (1.0 + m), 1.0 / (1.0 + m)]
 
 
-#: ``ce``: weighted cross-entropy (the reference); ``dice``: soft Dice; ``dicece``: their sum
-LOSS_CHOICES = ("ce", "dice", "dicece")
+#: ``ce``: weighted cross-entropy (the reference); ``dice`` / ``dice_squared``: soft Dice; ``dicece``: Dice + CE
+LOSS_CHOICES = ("ce", "dice", "dice_squared", "dicece")
 
 
 def make_loss(name: str = "ce", weight: Sequence[float] | None = None) -> torch.nn.Module:
     """The training loss on logits (N, 2, *spatial) and labels (N, 1, *spatial).
 
+    With p the softmax foreground probability and g the 0/1 label, sums over the voxels of one sample:
+
     Args:
         name: ``"ce"``: class-weighted cross-entropy, identical to the reference's weighted NLL on
-            log-softmax; ``"dice"``: MONAI's soft Dice on softmax, background excluded (the V-Net paper's
-            Dice squares the terms of the denominator; this one does not);
-            ``"dicece"``: their sum.
-        weight: class weights for the cross-entropy term (``[w_bg, w_fg]``).
+            log-softmax; ``"dice"``: MONAI's ``DiceLoss``, 1 - 2 sum(p g) / (sum(p) + sum(g)) per sample, foreground
+            only, averaged over the batch; ``"dice_squared"``: the V-Net paper's Dice, squares in the denominator,
+            1 - 2 sum(p g) / (sum(p^2) + sum(g^2)) (``DiceLoss(squared_pred=True)``); ``"dicece"``: ``"dice"`` plus
+            the weighted cross-entropy. The Dice terms carry MONAI's 1e-5 smoothing in numerator and denominator.
+        weight: class weights for the cross-entropy term (``[w_bg, w_fg]``); unused by the Dice-only losses.
 
     Raises:
         ValueError: unknown name.
@@ -65,8 +68,8 @@ def make_loss(name: str = "ce", weight: Sequence[float] | None = None) -> torch.
     w = torch.as_tensor(weight, dtype=torch.float32) if weight is not None else None
     if name == "ce":
         return DiceCELoss(to_onehot_y=True, softmax=True, lambda_dice=0.0, lambda_ce=1.0, weight=w)
-    if name == "dice":
-        return DiceLoss(to_onehot_y=True, softmax=True, include_background=False)
+    if name in ("dice", "dice_squared"):
+        return DiceLoss(to_onehot_y=True, softmax=True, include_background=False, squared_pred=name == "dice_squared")
     if name == "dicece":
         return DiceCELoss(to_onehot_y=True, softmax=True, include_background=False, weight=w)
     raise ValueError(f"loss must be one of {LOSS_CHOICES}, got {name!r}")

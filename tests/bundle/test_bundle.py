@@ -151,7 +151,9 @@ def test_checkpoint_from_another_architecture_names_the_keys(trained_bundle, tin
 @pytest.mark.parametrize(
     "override, words",
     [(["--epochs", "abc"], "--epochs must be a whole number"), (["--learning_rate", "fast"], "--learning_rate must be"),
-     (["--batch_size", "0"], "--batch_size must be a whole number >= 1")],
+     (["--batch_size", "0"], "--batch_size must be a whole number >= 1"),
+     (["--reference_grid", "false"], "--reference_grid must be True or False, got 'false' (str)"),
+     (["--amp", "true"], "--amp must be True or False")],
 )
 def test_override_with_a_wrong_type_is_one_clear_line(tiny_data, tmp_path, override, words):
     proc = run_bundle("run", "training", "--config_file", str(CONFIGS / "train.json"), "--dataset_dir", str(tiny_data),

@@ -57,3 +57,43 @@ def test_requirements_never_pull_torch_npu():
     for name in ("requirements.txt", "requirements-dev.txt"):
         lines = [ln.split("#")[0].strip().lower() for ln in (REPO / name).read_text().splitlines()]
         assert not any(ln.startswith(("torch_npu", "torch-npu")) for ln in lines)
+
+
+def _table_rows(markdown: str, header_start: str) -> list[list[str]]:
+    lines = markdown.splitlines()
+    start = next(i for i, ln in enumerate(lines) if ln.startswith(header_start))
+    rows = []
+    for ln in lines[start + 2:]:
+        if not ln.startswith("|"):
+            break
+        rows.append([cell.strip() for cell in ln.strip().strip("|").split("|")])
+    return rows
+
+
+def test_model_card_puts_the_published_error_only_beside_reference_mode():
+    card = (BUNDLE / "docs" / "README.md").read_text()
+    paragraphs = [p for p in card.split("\n\n") if "0.414" in p]
+    assert paragraphs, "the model card should say which of our numbers compares with the reference's 0.414 %"
+    for p in paragraphs:
+        for condition in ("val_error_reference_bn", "not", "val_batch_size"):
+            assert condition in p
+    rows = _table_rows(card, "| difference from the reference")
+    differences = {r[0] for r in rows}
+    assert {"train/test split", "BatchNorm at evaluation", "resampling", "crop/pad window", "mixed precision O2",
+            "checkpoint contents", "summary log"} <= differences
+    for row in rows:  # every row names its switch or says there is none and why
+        switch = row[-1]
+        assert ":" in switch and ("`" in switch or switch.startswith("none")), row
+
+
+def test_reference_table_names_a_switch_or_why_there_is_none():
+    doc = (REPO / "docs" / "reference.md").read_text()
+    rows = _table_rows(doc, "| difference | ours by default")
+    assert len(rows) >= 9
+    for row in rows:
+        switch = row[-1]
+        assert switch.startswith("none") or "`" in switch, row
+        # the keys a switch names exist in the bundle
+        for key in ("split", "reference_batch_norm", "reference_grid", "loss_name"):
+            if switch.startswith(f"`{key}:"):
+                assert f'"{key}"' in (BUNDLE / "configs" / "train.json").read_text()

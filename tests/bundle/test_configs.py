@@ -66,10 +66,19 @@ def test_train_json_declares_every_transform_of_both_chains():
     sample = parser.get_parsed_content("train#sample_transforms").transforms
     validate = parser.get_parsed_content("validate#preprocessing").transforms
     names = lambda ts: [type(t).__name__ for t in ts]  # noqa: E731
-    declared_names = lambda items: [item["_target_"].split(".")[-1] for item in items]  # noqa: E731
-    assert names(train) == declared_names(config["preprocessing_transforms"]) + ["Octantsd"]
-    assert names(sample) == declared_names(config["intensity_transforms"])
+
+    def declared_names(key: str) -> list[str]:  # the enabled items of a declared list, in order
+        return [item["_target_"].split(".")[-1] for i, item in enumerate(config[key])
+                if "_disabled_" not in item or not parser.get_parsed_content(f"{key}#{i}#_disabled_")]
+
+    assert names(train) == declared_names("preprocessing_transforms") + ["Octantsd"]
+    assert names(sample) == declared_names("intensity_transforms")
     assert names(validate) == names(train)[:-1] + names(sample)
+    assert "ReferenceResampled" not in names(train)  # the reference's grid only on request
+    parser["reference_grid"] = True
+    reference = parser.get_parsed_content("train#preprocessing", lazy=False).transforms
+    assert names(reference) == ["LoadImaged", "EnsureChannelFirstd", "EnsureFinited", "ReferenceResampled",
+                                "LungMaskd", "CastToTyped", "Octantsd"]
 
 
 @pytest.mark.parametrize("name", RUN_CONFIGS + OVERLAYS)

@@ -34,7 +34,8 @@ TINY_BUNDLE = ["--vox_spacing", "4.0", "--spatial_size", "[32,32,32]", "--networ
                "--cache_workers", "1"]
 STEP_S = 0.005
 SUMMARY_KEYS = ["Network", "RankSize", "BatchSize", "DeviceType", "CaseName", "ActualFPS", "PeakFPS", "TrainingTime",
-                "FinalValError", "FinalValDice", "ActualLoss", "E2ETrainingTime"]
+                "IterationTime", "FinalValError", "FinalValDice", "FinalValErrorReferenceBN", "ActualLoss",
+                "E2ETrainingTime"]
 
 
 @pytest.fixture(autouse=True)
@@ -86,7 +87,7 @@ def _overrides(argv: list[str]) -> dict:
         (["--lr", "1e-3", "--", "--network_def#init_filters", "8"], {"learning_rate": 1e-3, "network_def#init_filters": 8}),
     ],
 )
-def test_every_seed_argument_maps_onto_its_bundle_override(argv, expected, tmp_path):
+def test_every_reference_argument_maps_onto_its_bundle_override(argv, expected, tmp_path):
     ckpt = tmp_path / "vnet_checkpoint.pth.tar"
     ckpt.write_bytes(b"")
     subst = {"DATA": str(tmp_path), "CKPT": str(ckpt)}
@@ -95,7 +96,7 @@ def test_every_seed_argument_maps_onto_its_bundle_override(argv, expected, tmp_p
     assert _overrides(argv) == expected
 
 
-def test_every_seed_argument_is_accepted_and_documented():
+def test_every_reference_argument_is_accepted_and_documented():
     parser = next(a for a in build_parser()._subparsers._group_actions[0].choices.values() if a.prog.endswith("train"))
     options = {s for action in parser._actions for s in action.option_strings}
     assert set(REF_ARGS) <= options
@@ -234,7 +235,8 @@ class _Validator:
         self.state = SimpleNamespace(metrics=metrics or {}, key_metric_name="val_error" if metrics else None)
 
 
-def _decollated_run(tmp_path: Path, validator, iterations: int = 5, batch: int = 2, world: int = 2):
+def _decollated_run(tmp_path: Path, validator, iterations: int = 5, batch: int = 2, world: int = 2,
+                    reference_validator=None):
     """An engine whose output/batch are decollated lists of dicts, as MONAI's engines leave them."""
 
     def step(engine, data):
@@ -250,16 +252,18 @@ def _decollated_run(tmp_path: Path, validator, iterations: int = 5, batch: int =
     engine.state.device = torch.device("cpu")
     throughput = Throughput(world_size=world, log_interval=1, warmup=1, loss_file=tmp_path / "loss.txt")
     summary = ReferenceRunSummary(tmp_path / "case.log", "VNet_bs2_2p_acc", batch_size=batch, world_size=world,
-                             validator=validator, warmup=1, start_time=0.0)
+                             validator=validator, reference_validator=reference_validator, warmup=1, start_time=0.0)
     throughput.attach(engine)
     summary.attach(engine)
     engine.run([{"image": torch.zeros(batch, 1, 4, 4, 4)} for _ in range(iterations)], max_epochs=1)
     return engine, throughput, summary
 
 
-def test_seed_summary_and_loss_file_from_decollated_engine_output(tmp_path, caplog):
+def test_reference_summary_and_loss_file_from_decollated_engine_output(tmp_path, caplog):
     with caplog.at_level("INFO", logger="pipeline.throughput"):
-        engine, throughput, summary = _decollated_run(tmp_path, _Validator({"val_error": 0.4321, "val_mean_dice": 0.98}))
+        engine, throughput, summary = _decollated_run(
+            tmp_path, _Validator({"val_error": 0.4321, "val_mean_dice": 0.98}),
+            reference_validator=_Validator({"val_error": 0.5678, "val_mean_dice": 0.97}))
     assert (tmp_path / "loss.txt").read_text().split() == [f"{i:.6f}" for i in range(1, 6)]
     line = next(r.message for r in caplog.records if r.message.startswith("Train Epoch: 0.20"))
     assert "Loss: 1.0000 Error: 100.0000%" in line  # decollated output still gives the reference's loss and error
@@ -273,17 +277,21 @@ def test_seed_summary_and_loss_file_from_decollated_engine_output(tmp_path, capl
     assert float(s["ActualFPS"]) == pytest.approx(statistics.median(steady), rel=1e-3)  # median, not the peak
     assert float(s["PeakFPS"]) == pytest.approx(max(summary.fps_all), rel=1e-3)
     # FPS counts the whole batch of every process: batch 2 x 2 processes / iteration time
-    assert float(s["TrainingTime"]) == pytest.approx(1000 * 2 * 2 / statistics.median(steady), abs=0.01)
-    assert float(s["TrainingTime"]) >= 1000 * STEP_S  # milliseconds per iteration
+    assert float(s["IterationTime"]) == pytest.approx(1000 * 2 * 2 / statistics.median(steady), abs=0.01)
+    assert float(s["IterationTime"]) >= 1000 * STEP_S  # milliseconds per iteration
+    # the reference's TrainingTime: per-process batch x 1000 / FPS (the peak it reported), half an iteration here
+    assert float(s["TrainingTime"]) == pytest.approx(1000 * 2 / max(summary.fps_all), abs=0.01)
     assert engine.state.metrics["fps"] == pytest.approx(summary.fps_all[-1])
     assert (s["FinalValError"], s["FinalValDice"], s["ActualLoss"]) == ("0.4321", "0.9800", "5.000000")
+    assert s["FinalValErrorReferenceBN"] == "0.5678"
     assert int(s["E2ETrainingTime"]) > 10**9  # counted from start_time=0 (Unix epoch)
 
 
-def test_seed_summary_without_validation_and_on_other_ranks(tmp_path, monkeypatch):
+def test_reference_summary_without_validation_and_on_other_ranks(tmp_path, monkeypatch):
     _decollated_run(tmp_path, _Validator(None))
     s = dict(ln.split(" = ") for ln in (tmp_path / "case.log").read_text().splitlines())
     assert math.isnan(float(s["FinalValError"])) and math.isnan(float(s["FinalValDice"]))
+    assert math.isnan(float(s["FinalValErrorReferenceBN"]))  # reference_batch_norm off
     (tmp_path / "case.log").unlink()
     monkeypatch.setenv("RANK", "1")
     summary = ReferenceRunSummary(tmp_path / "case.log", "x", batch_size=1)
@@ -322,10 +330,14 @@ def test_scripts_reject_bad_arguments_in_one_line(name, args, message, tmp_path)
 
 @pytest.fixture(scope="module")
 def tiny_luna(tmp_path_factory) -> Path:
-    from pipeline.data.synthetic import generate_dataset
+    from pipeline.data.luna16 import REFERENCE_TEST_UIDS, read_uid_file
+    from pipeline.data.synthetic import generate_case, write_case
 
     root = tmp_path_factory.mktemp("luna16")
-    generate_dataset(root, cases=4, seed=3, shape=(64, 64, 40))
+    # one of the reference's test scans and three others: the scripts' default split validates on the first only
+    uids = [read_uid_file(REFERENCE_TEST_UIDS)[0], "2.25.101", "2.25.102", "2.25.103"]
+    for i, uid in enumerate(uids):
+        write_case(root, uid, *generate_case(30 + i, shape=(64, 64, 40)))
     return root
 
 
@@ -336,7 +348,7 @@ def _summary(path: Path) -> dict[str, str]:
 
 
 @pytest.mark.slow
-def test_full_1p_script_trains_and_writes_the_seed_files(tiny_luna, tmp_path):
+def test_full_1p_script_trains_and_writes_the_reference_files(tiny_luna, tmp_path):
     # --opt-level=O0: bf16 autocast on a 1-thread CPU gave NaN losses on this tiny net (see the report)
     proc = _script("train_full_1p.sh", f"--data_path={tiny_luna}", "--device=cpu", "--device_id=1", "--nEpochs=1",
                    "--batchSz=2", "--workers=0", "--opt-level=O0", "--", *TINY_BUNDLE, cwd=tmp_path)
@@ -345,6 +357,7 @@ def test_full_1p_script_trains_and_writes_the_seed_files(tiny_luna, tmp_path):
     assert sorted(p.name for p in out.iterdir()) == ["VNet_bs2_1p_acc.log", "train_1.log", "train_VNet_bs2_1p_acc_loss.txt"]
     log = (out / "train_1.log").read_text()
     assert "--lr 1e-4" in log and "--seed 49" in log and "--device_id 1" in log and "Final result" in log
+    assert "--split reference" in log and "validation = 1 of the 134 reference test scans, training = the other 3" in log
     assert "Epoch[1] Complete" in log  # the full training output is in the log, as the reference's tee
     losses = [float(x) for x in (out / "train_VNet_bs2_1p_acc_loss.txt").read_text().split()]
     s = _summary(out / "VNet_bs2_1p_acc.log")

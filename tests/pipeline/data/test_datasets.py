@@ -69,6 +69,14 @@ def test_weighted_ce_equals_the_reference_weighted_nll():
     assert ours.item() == pytest.approx(ref.item(), rel=1e-6)
     for name in ("dice", "dicece"):
         assert torch.isfinite(make_loss(name, w)(logits, label))
+    # the Dice losses, written out: foreground softmax p, label g, per sample, then the batch mean
+    p, g = torch.softmax(logits, 1)[:, 1], label[:, 0].float()
+    inter = (p * g).sum((1, 2, 3))
+    plain = 1 - (2 * inter + 1e-5) / (p.sum((1, 2, 3)) + g.sum((1, 2, 3)) + 1e-5)
+    squared = 1 - (2 * inter + 1e-5) / ((p**2).sum((1, 2, 3)) + (g**2).sum((1, 2, 3)) + 1e-5)
+    assert make_loss("dice")(logits, label).item() == pytest.approx(plain.mean().item(), rel=1e-5)
+    assert make_loss("dice_squared")(logits, label).item() == pytest.approx(squared.mean().item(), rel=1e-5)
+    assert squared.mean().item() != pytest.approx(plain.mean().item(), rel=1e-3)
     with pytest.raises(ValueError, match="loss must be one of"):
         make_loss("focal")
 

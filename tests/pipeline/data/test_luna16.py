@@ -31,7 +31,7 @@ def fake_cases(n: int, prefix: str = "1.2.3.") -> list[Case]:
 # ---------------------------------------------------------------- find_cases: layouts
 
 
-def test_seed_layout(tmp_path):
+def test_reference_layout(tmp_path):
     touch(tmp_path, luna16.IMAGE_DIR, "b", "a", "c")
     touch(tmp_path, luna16.MASK_DIR, "a", "b", "c")
     cases = find_cases(tmp_path)
@@ -288,3 +288,64 @@ def test_build_and_write_datalist(tmp_path):
 def test_datalist_bad_section(tmp_path):
     with pytest.raises(InputError, match="section must be one of"):
         datalist(tmp_path, "test")
+
+
+# ---------------------------------------------------------------- the reference's split
+
+
+def _reference_uids() -> list[str]:
+    return read_uid_file(luna16.REFERENCE_TEST_UIDS)
+
+
+def test_reference_test_list_ships_with_the_package():
+    uids = _reference_uids()
+    assert len(uids) == len(set(uids)) == 134
+    assert all(u.startswith("1.3.6.1.4.1.14519.5.2.1.6279.6001.") for u in uids)
+    assert luna16.LUNA16_SCANS - len(uids) == 754  # the reference's training list
+
+
+def test_reference_split_puts_exactly_the_listed_uids_in_validation(tmp_path, caplog):
+    listed = _reference_uids()
+    tested = [listed[0], listed[57], listed[-1]]
+    others = ["1.3.6.1.4.1.14519.5.2.1.6279.6001.100000000000000000000000000001",
+              "1.3.6.1.4.1.14519.5.2.1.6279.6001.100000000000000000000000000002", "2.25.3", "2.25.4"]
+    for i, uid in enumerate(tested + others):
+        touch(tmp_path, f"subset{i % 10}", uid)
+    touch(tmp_path, luna16.MASK_DIR, *tested, *others)
+    with caplog.at_level("INFO", logger=luna16.logger.name):
+        built = build_datalist(tmp_path, split="reference")
+    assert sorted(item["uid"] for item in built["validation"]) == sorted(tested)
+    assert sorted(item["uid"] for item in built["training"]) == sorted(others)
+    assert "7 of the 888 LUNA16 scans found" in caplog.text and "3 of the 134" in caplog.text
+
+
+def test_the_subsets_split_ignores_the_reference_list(tmp_path):
+    listed = _reference_uids()[:2]
+    uids = [*listed, "2.25.8", "2.25.9"]
+    for i, uid in enumerate(uids):
+        touch(tmp_path, f"subset{6 + i}", uid)
+    touch(tmp_path, luna16.MASK_DIR, *uids)
+    built = build_datalist(tmp_path, split="subsets")
+    assert [item["uid"] for item in built["validation"]] == ["2.25.9"]
+
+
+def test_reference_split_without_any_listed_uid_is_one_line(tmp_path):
+    with pytest.raises(InputError, match="none of the 134 test uids") as err:
+        split_cases(fake_cases(5), split="reference")
+    assert "\n" not in str(err.value) and "--split subsets" in str(err.value)
+
+
+def test_reference_split_with_a_missing_list_names_it(tmp_path):
+    with pytest.raises(InputError, match="gone.txt' does not exist"):
+        split_cases(fake_cases(5), split="reference", reference_uids=tmp_path / "gone.txt")
+
+
+def test_reference_split_of_test_scans_only_has_nothing_to_train_on():
+    cases = [Case(uid, "/i.mhd", "/l.mhd") for uid in _reference_uids()[:3]]
+    with pytest.raises(InputError, match="nothing is left to train on"):
+        split_cases(cases, split="reference")
+
+
+def test_unknown_split_is_named():
+    with pytest.raises(InputError, match="split 'official': expected one of subsets, hash, reference"):
+        split_cases(fake_cases(3), split="official")

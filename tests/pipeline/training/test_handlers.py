@@ -78,7 +78,7 @@ def _engine_with_model(epochs=2, iters=3):
     return engine, net, opt, data
 
 
-def test_throughput_logs_seed_line_and_fps(caplog, tmp_path):
+def test_throughput_logs_reference_line_and_fps(caplog, tmp_path):
     engine, _, _, data = _engine_with_model()
     handler = Throughput(world_size=2, log_interval=1, warmup=0, loss_file=tmp_path / "loss.txt")
     handler.attach(engine)
