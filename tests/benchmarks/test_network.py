@@ -9,6 +9,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 REPO = Path(__file__).resolve().parents[2]
 
 
@@ -29,6 +31,7 @@ def _dtypes() -> list[str]:
     return default_dtypes(torch.device("cpu"))
 
 
+@pytest.mark.slow
 def test_network_tiny_compares_both_models_in_every_setting_and_ours_unfused(tmp_path):
     """One --tiny run (each run compiles the fused kernels once): every setting, plus ours without them."""
     out = tmp_path / "network.json"
@@ -58,6 +61,7 @@ def test_without_fusion_switches_the_kernels_off_only_during_the_step(monkeypatc
     assert seen == ["1"] and fused.ENV_DISABLE not in os.environ
 
 
+@pytest.mark.slow
 def test_gpu_script_reports_fps_against_the_reference(tmp_path):
     """benchmarks/gpu.sh on the CPU at a tiny size (no accelerator here): FPS lines for both models."""
     dtypes = _dtypes()  # fp16 (and bf16 without native support) is emulated on a CPU: minutes even at this size
@@ -92,7 +96,6 @@ def test_fp16_training_step_autocasts_and_updates_the_weights():
 
 
 def test_gpu_script_without_an_accelerator_says_so_in_one_line():
-    import pytest
     import torch
 
     from pipeline.device import setup_device

@@ -45,6 +45,7 @@ def test_reference_resample_shape_rule():
     assert out.shape == (5, 6, 6) and out.dtype == np.int16  # round(old shape x old spacing / new spacing)
 
 
+@pytest.mark.slow
 def test_tiny_run(tmp_path):
     done = subprocess.run([sys.executable, str(REPO / "benchmarks" / "preprocess.py"), "--tiny", "--json",
                            "--workdir", str(tmp_path)], capture_output=True, text=True, cwd=REPO, timeout=300,

@@ -8,10 +8,13 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 REPO = Path(__file__).resolve().parents[2]
 STAGES = ("load", "preprocess", "network", "invert_postprocess", "write")
 
 
+@pytest.mark.slow
 def test_segment_tiny_times_every_stage_and_writes_outputs(tmp_path):
     proc = subprocess.run([sys.executable, "benchmarks/segment.py", "--tiny", "--variants", "fp32", "stub",
                            "--workdir", str(tmp_path)], cwd=REPO, capture_output=True, text=True, timeout=300,

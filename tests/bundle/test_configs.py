@@ -263,3 +263,31 @@ def test_an_installed_bundle_writes_to_the_working_folder_not_site_packages():
     installed = config._INSTALLED_BUNDLE / "configs" / "train.json"
     assert config.root_of_config(installed) == Path(".")
     assert config.root_of_config(CONFIGS / "train.json") == CONFIGS.parent  # a checkout: its bundle folder
+
+
+def test_every_switch_of_each_run_config_is_checked_before_use():
+    """A switch given on the command line as ``false`` is the string "false" (true in Python): each config hands
+    its switches to check_run_settings before anything reads them, and the check refuses strings."""
+    from pipeline.training.settings import FLAGS
+
+    train = json.loads((CONFIGS / "train.json").read_text())
+    assert {name for name in FLAGS if name in train} <= set(train["run_settings"])
+    assert all(train["run_settings"][name] == f"@{name}" for name in FLAGS if name in train)
+    assert train["initialize"].index("$pipeline.training.settings.check_run_settings(@ckpt_dir, **@run_settings)") == 1
+    evaluate = json.loads((CONFIGS / "evaluate.json").read_text())
+    assert any("check_run_settings" in step and "@run_settings" in step for step in evaluate["initialize"])
+    inference = json.loads((CONFIGS / "inference.json").read_text())
+    checked = next(step for step in inference["initialize"] if "check_run_settings" in step)
+    assert {f"{name}=@{name}" for name in FLAGS if name in inference} <= set(re.findall(r"(\w+=@\w+)", checked))
+    assert inference["initialize"].index(checked) < next(i for i, s in enumerate(inference["initialize"])
+                                                          if "@load_pretrain" in s and "checkpoint_loader" in s)
+
+
+@pytest.mark.parametrize("value", ["false", "true", 0, 1, None])
+def test_a_switch_that_is_not_a_boolean_is_one_clear_error(value, tmp_path):
+    from pipeline.training.settings import check_run_settings
+    from transforms.errors import InputError
+
+    with pytest.raises(InputError, match=r"--reference_batch_norm must be True or False, got .*capital letter"):
+        check_run_settings(tmp_path, reference_batch_norm=value)
+    check_run_settings(tmp_path, reference_batch_norm=False, amp=True)  # real booleans pass

@@ -309,6 +309,7 @@ def test_min_numel_from_the_environment(monkeypatch, raw, expected):
     assert fused._min_numel() == expected
 
 
+@pytest.mark.slow
 def test_no_cxx_compiler_trains_with_the_plain_modules(tmp_path):
     """A real broken toolchain (no C++ compiler for Inductor): one warning line, the step still runs."""
     import os

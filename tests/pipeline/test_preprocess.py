@@ -59,6 +59,7 @@ def test_writes_resampled_cropped_volumes_and_skips_done_cases(tmp_path):
     assert {r.status for r in _run(tmp_path, overwrite=True).values()} == {"done"}
 
 
+@pytest.mark.slow
 def test_parallel_workers_give_the_same_files(tmp_path):
     a, b = tmp_path / "a", tmp_path / "b"
     for root in (a, b):
@@ -175,6 +176,7 @@ def test_cli_bad_arguments_are_one_line(tmp_path, args, words):
     assert lines[-1].startswith("error:") and words in lines[-1] and "Traceback" not in proc.stderr
 
 
+@pytest.mark.slow
 def test_cli_synth_then_preprocess_end_to_end(tmp_path):
     root = tmp_path / "synth"
     run = lambda *a: subprocess.run([sys.executable, "-m", "pipeline", *a], cwd=REPO, capture_output=True, text=True,

@@ -200,6 +200,7 @@ def test_reference_checkpoint_helper_and_bad_input(tmp_path):
         export("reference", ["--ckpt_file", "x.pt", "--filepath", "y.pt", "--epoch", "3"])
 
 
+@pytest.mark.slow
 def test_ckpt_export_of_a_data_parallel_reference_checkpoint(weights, tmp_path):
     target = tmp_path / "model.ts"
     proc = subprocess.run([sys.executable, "-m", "pipeline", "export", "ckpt_export", "network_def", "--filepath",
