@@ -12,7 +12,7 @@ import SimpleITK as sitk
 import torch
 from monai.bundle import ConfigParser, ConfigWorkflow
 
-from tests.bundle.conftest import CONFIGS, REPO, TINY, configs, run_bundle
+from tests.bundle.conftest import CONFIGS, TINY, configs, run_bundle
 
 pytestmark = pytest.mark.slow
 
@@ -123,10 +123,11 @@ def test_export_torchscript_matches_checkpoint(trained_bundle):
     x = torch.randn(1, 1, 32, 32, 32)
     with torch.no_grad():
         torch.testing.assert_close(scripted(x), net(x), rtol=1e-5, atol=1e-5)
-    proc = run_bundle("verify_net_in_out", "network_def", "--meta_file", str(CONFIGS / "metadata.json"), "--config_file",
-                      str(CONFIGS / "inference.json"), "--bundle_root", str(trained_bundle), "--network_def#init_filters", "4",
-                      "--n", "2")
-    assert "verified with no error" in proc.stdout + proc.stderr
+    from monai.bundle import verify_net_in_out  # in this process: it raises on a mismatch
+
+    verify_net_in_out(net_id="network_def", meta_file=str(CONFIGS / "metadata.json"),
+                      config_file=str(CONFIGS / "inference.json"), bundle_root=str(trained_bundle), n=2,
+                      **{"network_def#init_filters": 4})
 
 
 def test_missing_dataset_dir_is_one_clear_line(tmp_path):
@@ -185,22 +186,20 @@ def test_onnx_export_path(trained_bundle):
     assert len(model.graph.input) == 1 and len(model.graph.output) == 1
 
 
-def test_atomic_export_replaces_only_on_success(trained_bundle):
-    import subprocess
-    import sys
+def test_atomic_export_replaces_only_on_success(trained_bundle, capsys):
+    from pipeline import cli
 
     ts = trained_bundle / "models" / "atomic.ts"
-    args = ["ckpt_export", "network_def", "--filepath", str(ts), "--ckpt_file", str(trained_bundle / "models" / "model.pt"),
-            "--meta_file", str(CONFIGS / "metadata.json"), "--config_file", str(CONFIGS / "inference.json"),
-            "--bundle_root", str(trained_bundle), "--network_def#init_filters", "4"]
-    run = lambda a: subprocess.run([sys.executable, "-m", "pipeline", "export", *a], cwd=REPO, capture_output=True,
-                                   text=True, timeout=300)
-    ok = run(args)
-    assert ok.returncode == 0, ok.stderr[-2000:]
+    args = ["export", "ckpt_export", "network_def", "--filepath", str(ts), "--ckpt_file",
+            str(trained_bundle / "models" / "model.pt"), "--meta_file", str(CONFIGS / "metadata.json"), "--config_file",
+            str(CONFIGS / "inference.json"), "--bundle_root", str(trained_bundle), "--network_def#init_filters", "4"]
+    assert cli.main(args) == 0, capsys.readouterr().err[-2000:]
     before = ts.read_bytes()
     assert torch.jit.load(str(ts)) is not None
-    bad = run([a if a != str(trained_bundle / "models" / "model.pt") else str(trained_bundle / "missing.pt") for a in args])
-    last = bad.stderr.strip().splitlines()[-1]
-    assert bad.returncode == 2 and last.startswith("error: checkpoint") and "missing.pt' does not exist" in last
+    capsys.readouterr()
+    code = cli.main([a if a != str(trained_bundle / "models" / "model.pt") else str(trained_bundle / "missing.pt")
+                     for a in args])
+    last = capsys.readouterr().err.strip().splitlines()[-1]
+    assert code == 2 and last.startswith("error: checkpoint") and "missing.pt' does not exist" in last
     assert ts.read_bytes() == before  # the failed export left the previous file untouched
     assert not [p for p in ts.parent.iterdir() if p.name.startswith(".atomic.ts")]

@@ -5,10 +5,8 @@ from __future__ import annotations
 import json
 import math
 
-import pytest
 import torch
 import torch.nn.functional as F
-from ignite.engine import Events
 from monai.bundle import ConfigParser
 from monai.engines.utils import IterationEvents
 from torch import nn
@@ -70,11 +68,18 @@ def test_reference_batch_norm_evaluator_is_a_batch_statistics_forward(tiny_data,
     assert math.isfinite(evaluator.state.metrics["val_error_reference_bn"])
 
 
-def test_evaluate_reports_both_error_rates(trained_bundle, tiny_data):
+def test_evaluate_reports_both_error_rates(trained_bundle, tiny_data, tmp_path):
+    """Evaluated from the reference's checkpoint format (``module.`` keys under ``state_dict``) of the trained model."""
+    state = torch.load(trained_bundle / "models" / "model.pt", weights_only=True)
+    reference_ckpt = tmp_path / "vnet_model_best.pth.tar"
+    torch.save({"epoch": 1, "state_dict": {f"module.{k}": v for k, v in state.items()}, "best_prec1": 1.0},
+               reference_ckpt)
     proc = run_bundle("run", "training", "--config_file", configs("train.json", "quick.json", "evaluate.json"),
                       "--dataset_dir", str(tiny_data), "--bundle_root", str(trained_bundle),
-                      "--reference_batch_norm", "True", "--val_batch_size", "2", *TINY)
+                      "--model_file", str(reference_ckpt), "--reference_batch_norm", "True", "--val_batch_size", "2",
+                      *TINY)
     out = proc.stdout + proc.stderr
+    assert "the reference's checkpoint" in out and str(reference_ckpt) in out
     summary = json.loads((trained_bundle / "eval" / SUMMARY_FILE).read_text())
     ours, reference = summary[POOLED_ERROR], summary[POOLED_ERROR_REFERENCE_BN]
     assert 0 <= ours <= 100 and 0 <= reference <= 100 and summary["reference_bn_batch_size"] == 2

@@ -167,31 +167,31 @@ def test_small_volume_and_non_hu_image_warn_naming_the_file(tmp_path):
         (["{root}/empty", "2.5", "0", "160", "160"], "Z_MAX"),
     ],
 )
-def test_cli_bad_arguments_are_one_line(tmp_path, args, words):
+def test_cli_bad_arguments_are_one_line(tmp_path, args, words, capsys):
+    from pipeline import cli
+
     (tmp_path / "empty" / "lung_ct_image").mkdir(parents=True)
-    proc = subprocess.run([sys.executable, "-m", "pipeline", "preprocess", *[a.format(root=tmp_path) for a in args]],
-                          cwd=REPO, capture_output=True, text=True, timeout=120)
-    assert proc.returncode == 2
-    lines = proc.stderr.strip().splitlines()
-    assert lines[-1].startswith("error:") and words in lines[-1] and "Traceback" not in proc.stderr
+    assert cli.main(["preprocess", *[a.format(root=tmp_path) for a in args]]) == 2
+    err = capsys.readouterr().err
+    lines = err.strip().splitlines()
+    assert lines[-1].startswith("error:") and words in lines[-1] and "Traceback" not in err
 
 
-@pytest.mark.slow
-def test_cli_synth_then_preprocess_end_to_end(tmp_path):
+def test_cli_synth_then_preprocess_end_to_end(tmp_path, capsys):
+    """The commands' entry point in this process (``python -m pipeline`` around it: tests/pipeline/inference)."""
+    from pipeline import cli
+
     root = tmp_path / "synth"
-    run = lambda *a: subprocess.run([sys.executable, "-m", "pipeline", *a], cwd=REPO, capture_output=True, text=True,
-                                    timeout=300)
-    p = run("synth", str(root), "--cases", "2", "--shape", "48", "48", "24")
-    assert p.returncode == 0, p.stderr
-    p = run("preprocess", str(root), "4", "32", "32", "32", "--workers", "1", "--no-progress")
-    assert p.returncode == 0, p.stderr
-    assert "2 done, 0 skipped, 0 failed" in p.stdout
+    assert cli.main(["synth", str(root), "--cases", "2", "--shape", "48", "48", "24"]) == 0
+    capsys.readouterr()
+    assert cli.main(["preprocess", str(root), "4", "32", "32", "32", "--workers", "1", "--no-progress"]) == 0
+    assert "2 done, 0 skipped, 0 failed" in capsys.readouterr().out
     files = sorted((root / OUTPUT_IMAGE_DIR).glob("*.mhd"))
     assert len(files) == 2 and sitk.ReadImage(str(files[0])).GetSize() == (32, 32, 32)
     # a case that fails makes the exit status non-zero
     (root / "lung_ct_image" / f"{files[0].stem}.zraw").write_bytes(b"\0" * 10)
-    p = run("preprocess", str(root), "4", "32", "32", "32", "--overwrite", "--workers", "1", "--no-progress")
-    assert p.returncode == 1 and "1 failed" in p.stdout
+    code = cli.main(["preprocess", str(root), "4", "32", "32", "32", "--overwrite", "--workers", "1", "--no-progress"])
+    assert code == 1 and "1 failed" in capsys.readouterr().out
 
 
 @pytest.mark.parametrize("overlay, words", [

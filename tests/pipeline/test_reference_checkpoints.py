@@ -200,15 +200,13 @@ def test_reference_checkpoint_helper_and_bad_input(tmp_path):
         export("reference", ["--ckpt_file", "x.pt", "--filepath", "y.pt", "--epoch", "3"])
 
 
-@pytest.mark.slow
-def test_ckpt_export_of_a_data_parallel_reference_checkpoint(weights, tmp_path):
+def test_ckpt_export_of_a_data_parallel_reference_checkpoint(weights, tmp_path, capsys):
     target = tmp_path / "model.ts"
-    proc = subprocess.run([sys.executable, "-m", "pipeline", "export", "ckpt_export", "network_def", "--filepath",
-                           str(target), "--ckpt_file", str(weights / "original.pth.tar"), "--meta_file",
-                           str(REPO / "bundle" / "configs" / "metadata.json"), "--config_file", str(INFERENCE_CONFIG),
-                           "--bundle_root", str(tmp_path), "--network_def#init_filters", "4"],
-                          cwd=REPO, capture_output=True, text=True, timeout=300, check=False)
-    assert proc.returncode == 0, proc.stderr[-2000:]
+    code = cli.main(["export", "ckpt_export", "network_def", "--filepath", str(target), "--ckpt_file",
+                     str(weights / "original.pth.tar"), "--meta_file", str(REPO / "bundle" / "configs" / "metadata.json"),
+                     "--config_file", str(INFERENCE_CONFIG), "--bundle_root", str(tmp_path), "--network_def#init_filters",
+                     "4"])
+    assert code == 0, capsys.readouterr().err[-2000:]
     net = VNet(init_filters=4)
     net.load_state_dict(torch.load(weights / "model.pt", weights_only=True))
     x = torch.randn(1, 1, 32, 32, 32)
