@@ -28,9 +28,11 @@ python -m monai.bundle run training --config_file "$EVAL" --dataset_dir "$DATA" 
     > "$OUT/evaluate.log" 2>&1 || { tail -n 30 "$OUT/evaluate.log"; exit 1; }
 
 echo "== 4/5 segment a held-out CT in its own geometry (mask, QC picture, volumes) -> $OUT/segmentation"
-# the first validation case of the run's own split (the bundle's datalist, with the same configs as training)
-CT=$(python -c "import sys; from pipeline.config import load_config; print(load_config(sys.argv[2:], {'dataset_dir': \
-sys.argv[1]}).get_parsed_content('datalist')['validation'][0]['image'])" "$DATA" bundle/configs/train.json bundle/configs/quick.json)
+# the first case of the evaluation's per-case CSV: a validation case of the run's own split (synth writes the
+# reference's layout, lung_ct_image/<uid>.mhd)
+UID_HELD_OUT=$(awk -F, 'NR == 2 {print $1}' "$OUT/eval/metrics_per_case.csv")
+CT="$DATA/lung_ct_image/$UID_HELD_OUT.mhd"
+[ -f "$CT" ] || { echo "error: held-out CT '$CT' not found (from $OUT/eval/metrics_per_case.csv)" >&2; exit 1; }
 python -m pipeline segment "$CT" --out "$OUT/segmentation" --model "$OUT/models/model.pt" \
     --config bundle/configs/inference.json bundle/configs/quick.json --no-progress \
     > "$OUT/segment.log" 2>&1 || { tail -n 30 "$OUT/segment.log"; exit 1; }

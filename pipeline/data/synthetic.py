@@ -12,6 +12,7 @@ with the scanned length): air, a scanner table, subcutaneous fat, soft tissue, t
 carina) and main bronchi (label 5 outside the lungs; inside a lung they carry that lung's label),
 spine with discs, ribs and sternum, liver, a gastric air bubble, Gaussian noise and, in some cases,
 the scanner's out-of-field value outside a circular field of view. The same seed gives the same bytes.
+(About 450 lines: one recipe whose organs are drawn in one shared coordinate frame.)
 
 Why our own: MONAI's ``create_test_image_3d`` makes random spheres, not a CT with lungs. (About 450 lines: the
 anatomy is one drawing, each structure placed relative to the others.)

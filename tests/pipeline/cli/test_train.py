@@ -194,11 +194,16 @@ def test_under_torchrun_the_sizes_must_agree(env, argv, message, monkeypatch):
         assert _overrides(argv) == {}  # 2 nodes x 2 processes = 4: consistent
 
 
-def _pipeline(*argv: str) -> subprocess.CompletedProcess:
-    env = {k: v for k, v in os.environ.items() if k not in LAUNCH_VARS}
-    env.update(PYTHONWARNINGS="ignore", PYTHONPATH=str(REPO))
-    return subprocess.run([sys.executable, "-m", "pipeline", "train", *argv], cwd=REPO, env=env, capture_output=True,
-                          text=True, timeout=120)
+def _pipeline(monkeypatch, capsys, *argv: str) -> SimpleNamespace:
+    """``python -m pipeline train ARGV`` through its entry point in this process: returncode, stdout, stderr."""
+    from pipeline import cli
+
+    for name in LAUNCH_VARS:
+        monkeypatch.delenv(name, raising=False)
+    capsys.readouterr()
+    code = cli.main(["train", *argv])
+    out = capsys.readouterr()
+    return SimpleNamespace(returncode=code, stdout=out.out, stderr=out.err)
 
 
 @pytest.mark.parametrize(
@@ -208,15 +213,15 @@ def _pipeline(*argv: str) -> subprocess.CompletedProcess:
         (["--momentum", "0.9", "--print_freq", "10"], "unrecognized arguments: --print_freq"),
     ],
 )
-def test_command_line_errors_are_one_line_and_exit_2(argv, message):
-    proc = _pipeline(*argv)
+def test_command_line_errors_are_one_line_and_exit_2(argv, message, monkeypatch, capsys):
+    proc = _pipeline(monkeypatch, capsys, *argv)
     assert proc.returncode == 2 and proc.stdout == ""
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: ") and message in lines[0]
 
 
-def test_print_overrides_shows_the_bundle_command(tmp_path):
-    proc = _pipeline("--data", str(tmp_path), "--lr", "1e-3", "--nEpochs", "2", "--amp", "--distributed",
+def test_print_overrides_shows_the_bundle_command(tmp_path, monkeypatch, capsys):
+    proc = _pipeline(monkeypatch, capsys, "--data", str(tmp_path), "--lr", "1e-3", "--nEpochs", "2", "--amp", "--distributed",
                      "--device_num", "2", "--print-overrides", "--", "--vox_spacing", "4.0")
     assert proc.returncode == 0, proc.stderr
     cmd = shlex.split(proc.stdout)
