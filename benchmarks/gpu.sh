@@ -27,11 +27,4 @@ fi
 command -v nvidia-smi >/dev/null && nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader || true
 # shellcheck disable=SC2086  # SIZE and DTYPES are lists
 python benchmarks/network.py --device "$DEVICE" --batch 4 --size $SIZE --modes train --dtypes $DTYPES \
-    --steps "$STEPS" --warmup "$WARMUP" --json "$OUT/gpu.json"
-python - "$OUT/gpu.json" "$REFERENCE_FPS" <<'PY'
-import json, sys
-results, reference = json.load(open(sys.argv[1])), float(sys.argv[2])
-print(f"\nFPS (batch 4 x 1 device / median step time), reference 1p NPU = {reference}:")
-for r in results:
-    print(f"  {r['model']:5s} {r['dtype']:4s} FPS {r['samples_per_s']:8.2f}  x reference {r['samples_per_s'] / reference:6.2f}")
-PY
+    --steps "$STEPS" --warmup "$WARMUP" --json "$OUT/gpu.json" --reference-fps "$REFERENCE_FPS"

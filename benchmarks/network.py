@@ -21,6 +21,7 @@ can run faster than the MKL matmul used as the peak.
     python benchmarks/network.py --tiny               # CI smoke run (seconds)
     python benchmarks/network.py --modes infer --dtypes fp32 --steps 7
     python benchmarks/network.py --modes train --unfused   # also ours without networks.fused, same loop
+    python benchmarks/network.py --batch 4 --modes train --reference-fps 17.93   # FPS against the reference (gpu.sh)
 """
 
 from __future__ import annotations
@@ -94,6 +95,9 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
                         help="also time ours without the fused BatchNorm/add + PReLU kernels (networks.fused), "
                              "as a third model in the same loop (training steps only: inference never fuses)")
     parser.add_argument("--json", type=Path, default=None, help="also write the results to this JSON file")
+    parser.add_argument("--reference-fps", type=float, default=None, metavar="FPS",
+                        help="also print each training setting's FPS (batch / median step time) and its ratio to FPS, "
+                             "e.g. 17.93: the reference's 1-NPU training FPS (benchmarks/gpu.sh)")
     args = parser.parse_args(argv)
     if args.tiny:
         args.size, args.batch, args.steps, args.warmup = TINY_SIZE, 1, 2, 1
@@ -308,6 +312,12 @@ def main(argv: list[str] | None = None) -> list[Result]:
             sys.stdout.flush()
     print("\nall settings:")
     _report(results, peaks)
+    if args.reference_fps:
+        print(f"\nFPS (batch {args.batch} x 1 device / median step time), reference = {args.reference_fps}:")
+        for r in results:
+            if r.mode == "train":
+                print(f"  {r.model:7s} {r.dtype:4s} FPS {r.samples_per_s:8.2f}  x reference "
+                      f"{r.samples_per_s / args.reference_fps:6.2f}")
     if args.json:
         tmp = args.json.with_name(args.json.name + f".tmp{os.getpid()}")
         tmp.write_text(json.dumps([asdict(r) for r in results], indent=1))
