@@ -10,6 +10,7 @@
 from __future__ import annotations
 
 import math
+import warnings
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -145,7 +146,9 @@ def case_metrics(
         row["error_rate_octants_pct"] = float(100.0 * e8[0] / e8[1]) if e8 is not None and e8[1] > 0 else math.nan
     except ValueError:
         row["error_rate_octants_pct"] = math.nan
-    with np.errstate(all="ignore"):
+    with np.errstate(all="ignore"), warnings.catch_warnings():
+        # MONAI 1.5-1.6 pass their own deprecated get_mask_edges(always_return_as_numpy=...) inside these functions
+        warnings.filterwarnings("ignore", message=".*always_return_as_numpy", category=FutureWarning)
         hd = compute_hausdorff_distance(p, y, include_background=False, percentile=95, spacing=list(spacing))
         asd = compute_average_surface_distance(p, y, include_background=False, symmetric=True, spacing=list(spacing))
     row["hd95_mm"] = float(hd[0, 0])

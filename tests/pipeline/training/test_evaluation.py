@@ -32,6 +32,19 @@ def test_case_metrics_values():
     assert m["hd95_mm"] == pytest.approx(2.0) and 0 < m["asd_mm"] < 2.0
 
 
+def test_case_metrics_print_no_warning_and_keep_the_callers_filters():
+    import warnings
+
+    y = torch.zeros(8, 8, 8, dtype=torch.long)
+    y[2:6, 2:6, 2:6] = 1
+    before = list(warnings.filters)
+    with warnings.catch_warnings(record=True) as seen:
+        warnings.simplefilter("always")
+        case_metrics(_onehot(y), _onehot(y), spacing=(2.0, 2.0, 2.0), octant_split=(2, 2, 2), drop_empty=True)
+    assert [str(w.message) for w in seen] == []  # MONAI's own deprecated argument inside its HD/ASD is silenced
+    assert warnings.filters == before
+
+
 def test_find_ct_inputs_files_folders_and_dicom(tmp_path):
     img = sitk.GetImageFromArray(np.full((4, 8, 8), -1000, np.int16))
     sitk.WriteImage(img, str(tmp_path / "a.nii.gz"))
