@@ -48,7 +48,9 @@ def _option(args: list[str], name: str, example: str) -> int:
 @contextlib.contextmanager
 def _plain_weights(path: str) -> Iterator[str]:
     """``path``, or a temporary plain state dict of its weights for a full checkpoint (ours or the reference's)."""
-    from pipeline.files import atomic_torch_save, load_checkpoint, state_dict_from_checkpoint
+    import torch
+
+    from pipeline.files import load_checkpoint, state_dict_from_checkpoint
 
     checkpoint = load_checkpoint(path)
     state = state_dict_from_checkpoint(checkpoint, path)
@@ -58,7 +60,7 @@ def _plain_weights(path: str) -> Iterator[str]:
     fd, tmp = tempfile.mkstemp(prefix=".weights.", suffix=".pt", dir=Path(path).parent)
     os.close(fd)
     try:
-        atomic_torch_save(state, tmp)
+        torch.save(state, tmp)  # a temporary file already: no atomic rename needed
         yield tmp
     finally:
         with contextlib.suppress(OSError):

@@ -154,7 +154,8 @@ class ReferenceResampled(MapTransform):
         flags = (mask,) * len(self.keys) if isinstance(mask, bool) else tuple(mask)
         if len(flags) != len(self.keys):
             raise InputError(f"mask {mask!r}: give one flag or one per key ({len(self.keys)} keys: {self.keys})")
-        self.resamplers = {key: ReferenceResample(vox_spacing, spatial_size, flag) for key, flag in zip(self.keys, flags)}
+        self.resamplers = {key: ReferenceResample(vox_spacing, spatial_size, flag)
+                           for key, flag in zip(self.keys, flags)}
 
     def __call__(self, data: Mapping[Hashable, NdarrayOrTensor]) -> dict[Hashable, NdarrayOrTensor]:
         """Each key: (C, X, Y, Z) -> (C, *spatial_size), int16 (masks uint8 0/1), true affine."""

@@ -341,7 +341,8 @@ def resample_like_reference(
     if tuple(data.shape[1:]) == size and np.allclose(spacing, vox_spacing, rtol=ON_REFERENCE_GRID_RTOL, atol=0):
         # already on the grid (a file of preprocess --reference, whose true spacing is not exactly vox_spacing)
         out = (data > 0).to(torch.uint8) if mask else data.to(torch.int16)
-        return convert_to_dst_type(out, dst=img, dtype=out.dtype if isinstance(img, torch.Tensor) else out.numpy().dtype)[0]
+        dtype = out.dtype if isinstance(img, torch.Tensor) else out.numpy().dtype
+        return convert_to_dst_type(out, dst=img, dtype=dtype)[0]
     new_size, step, start = reference_grid(data.shape[1:], spacing, vox_spacing, size)
     channels = []
     for channel in data.cpu().numpy():
@@ -360,12 +361,13 @@ def resample_like_reference(
         channels.append(out.T)
     result = torch.from_numpy(np.ascontiguousarray(np.stack(channels)))
     if not isinstance(img, MetaTensor):
-        return convert_to_dst_type(result, dst=img, dtype=result.numpy().dtype if isinstance(img, np.ndarray) else result.dtype)[0]
+        dtype = result.numpy().dtype if isinstance(img, np.ndarray) else result.dtype
+        return convert_to_dst_type(result, dst=img, dtype=dtype)[0]
     scale = np.diag([*step, 1.0])
     shift = np.eye(4)
     shift[:3, 3] = start
     new_affine = affine @ scale @ shift
     if img.meta.get(MetaKeys.SPACE, SpaceKeys.RAS) == SpaceKeys.LPS:
         new_affine = orientation_ras_lps(new_affine)
-    out = MetaTensor(result, affine=torch.as_tensor(new_affine, dtype=torch.float64), meta={k: v for k, v in img.meta.items() if k != MetaKeys.AFFINE})
-    return out
+    meta = {k: v for k, v in img.meta.items() if k != MetaKeys.AFFINE}
+    return MetaTensor(result, affine=torch.as_tensor(new_affine, dtype=torch.float64), meta=meta)

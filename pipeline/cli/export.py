@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-__all__ = ["add_parser"]
+__all__ = ["REFERENCE_USAGE", "add_parser"]
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -18,8 +18,16 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=_run)
 
 
+REFERENCE_USAGE = ("usage: python -m pipeline export reference --ckpt_file FILE --filepath FILE [--data-parallel]\n"
+                   "write FILE's weights (model.pt, our checkpoint or the reference's) in the reference's checkpoint "
+                   "format {epoch, state_dict, error}; --data-parallel prefixes the keys with 'module.'")
+
+
 def _run(args: argparse.Namespace) -> int:
     from pipeline.export import export
 
+    if args.command == "reference" and {"-h", "--help"} & set(args.args):
+        print(REFERENCE_USAGE)
+        return 0
     print(f"exported {export(args.command, args.args)}")
     return 0

@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any, NoReturn
 
 from pipeline.config import config_file
+from pipeline.data.luna16 import SPLITS
 from transforms.errors import InputError
 
 __all__ = [
@@ -138,7 +139,7 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     a("--save", action=_Once, help="checkpoint folder (vnet_checkpoint.pth.tar, vnet_model_best.pth.tar, model.pt)")
     a("--resume", action=_Once, nargs="?", const=True, default=None, metavar="PATH|auto",
       help="resume from <save>/vnet_checkpoint.pth.tar (which must exist), from PATH, or with 'auto' only if it exists")
-    a("--split", action=_Once, choices=["reference", "subsets", "hash"],
+    a("--split", action=_Once, choices=SPLITS,
       help="train/validation split (not a reference argument): reference = its 134 test scans against every other one "
            "(the reference-style scripts' default), subsets = official subset 9, hash = a stable hash split "
            "(bundle default: the config's split)")

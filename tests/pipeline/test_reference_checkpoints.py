@@ -214,3 +214,9 @@ def test_ckpt_export_of_a_data_parallel_reference_checkpoint(weights, tmp_path, 
         torch.testing.assert_close(torch.jit.load(str(target))(x), net.eval()(x), rtol=1e-5, atol=1e-5)
     assert [p.name for p in tmp_path.iterdir()] == ["model.ts"]
     assert not list(weights.glob(".weights.*"))  # the plain weights handed to MONAI were removed
+
+
+def test_export_reference_help_prints_its_usage(capsys):
+    assert cli.main(["export", "reference", "--help"]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("usage: python -m pipeline export reference --ckpt_file FILE --filepath FILE")
