@@ -6,23 +6,42 @@ per volume (``CacheDataset`` / ``PersistentDataset``) and flattens list-returnin
 inside a batch (``list_data_collate``), which would tie the batch to whole volumes; it has no dataset
 that exposes each element of a cached list as its own index, so :class:`FlattenedDataset` does that
 on top of MONAI's caches.
+
+Under ``torchrun`` (``shard=True``) each process preprocesses only its share of the cases (MONAI's
+``partition_dataset``: case ``i`` belongs to rank ``i % world``): with the memory cache it also holds and
+trains on only that share (:class:`ShardSampler` shuffles within it, as MONAI's DDP tutorials do); with the
+disk cache the processes build one shared cache (:class:`SharedCacheDataset`), wait for each other, and then
+every process indexes every case, so samples stay shuffled across the whole training set.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Sequence
+import math
+import os
+from collections.abc import Callable, Iterator, Sequence
+from copy import deepcopy
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
-from monai.data import CacheDataset, Dataset, PersistentDataset
+from monai.data import CacheDataset, Dataset, DistributedSampler, PersistentDataset, partition_dataset
+from monai.data.utils import SUPPORTED_PICKLE_MOD
 from monai.transforms import Compose, Transform
+from monai.utils import convert_to_tensor, look_up_option
 
+from pipeline import device as devices
 from pipeline.errors import cause_message
 from transforms.errors import InputError
 
-__all__ = ["CACHE_CHOICES", "FlattenedDataset", "LOAD_ERROR_KEY", "SkipBadCase", "volume_dataset"]
+try:  # POSIX: a build lock per cache file (released by the kernel if its holder dies)
+    import fcntl
+except ImportError:  # pragma: no cover - Windows: writes stay atomic, concurrent builders may both compute
+    fcntl = None  # type: ignore[assignment]
+
+__all__ = ["CACHE_CHOICES", "FlattenedDataset", "LOAD_ERROR_KEY", "SharedCacheDataset", "ShardSampler", "SkipBadCase",
+           "volume_dataset"]
 
 logger = logging.getLogger(__name__)
 
@@ -51,6 +70,43 @@ class SkipBadCase(Transform):
             return {LOAD_ERROR_KEY: message, "uid": str(uid)}
 
 
+class SharedCacheDataset(PersistentDataset):
+    """MONAI's ``PersistentDataset`` whose cache files several processes can build and read at once.
+
+    MONAI writes a cache file in the system's temporary folder and moves it into ``cache_dir``; across
+    file systems that move is a copy, which another process can read half-written, and two processes that
+    miss the same file both compute it. Here each file is written beside its final name and renamed
+    (atomic on one file system), and its build holds an exclusive lock on ``<file>.lock``: a process that
+    finds the lock taken waits, then reads the finished file instead of computing it again.
+    """
+
+    def _cachecheck(self, item_transformed: Any) -> Any:
+        if self.cache_dir is None:
+            return super()._cachecheck(item_transformed)
+        name = self.hash_func(item_transformed).decode("utf-8") + self.transform_hash
+        hashfile = Path(self.cache_dir) / f"{name}.pt"
+        if hashfile.is_file():
+            return self._load(hashfile)
+        with open(hashfile.with_name(f".{hashfile.name}.lock"), "a") as lock:
+            if fcntl is not None:
+                fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes (or the process dies)
+            if hashfile.is_file():  # another process built it while this one waited
+                return self._load(hashfile)
+            result = self._pre_transform(deepcopy(item_transformed))
+            tmp = hashfile.with_name(f".{hashfile.name}.{os.getpid()}.tmp")
+            try:
+                torch.save(convert_to_tensor(result, convert_numeric=False, track_meta=self.track_meta), tmp,
+                           pickle_module=look_up_option(self.pickle_module, SUPPORTED_PICKLE_MOD),
+                           pickle_protocol=self.pickle_protocol)
+                os.replace(tmp, hashfile)
+            finally:
+                tmp.unlink(missing_ok=True)
+        return result
+
+    def _load(self, path: Path) -> Any:
+        return torch.load(path, weights_only=self.weights_only)
+
+
 def volume_dataset(
     data: Sequence[dict],
     transform: Callable | None,
@@ -65,7 +121,7 @@ def volume_dataset(
         data: datalist items ``{"image": path, "label": path, "uid": str}``.
         transform: the deterministic preprocessing (load, resample, crop/pad ...).
         cache: ``"memory"`` (``CacheDataset``, ``cache_rate`` of the items), ``"disk"``
-            (``PersistentDataset`` under ``cache_dir``) or ``"none"``.
+            (:class:`SharedCacheDataset` under ``cache_dir``) or ``"none"``.
         cache_rate: fraction of items cached in memory.
         cache_dir: folder for the disk cache (required for ``"disk"``).
         num_workers: threads used to build the memory cache.
@@ -82,7 +138,7 @@ def volume_dataset(
         if not cache_dir:
             raise ValueError("cache='disk' needs cache_dir (a folder for the preprocessed volumes)")
         Path(cache_dir).mkdir(parents=True, exist_ok=True)
-        return PersistentDataset(data=list(data), transform=transform, cache_dir=cache_dir)
+        return SharedCacheDataset(data=list(data), transform=transform, cache_dir=cache_dir)
     return Dataset(data=list(data), transform=transform)
 
 
@@ -98,6 +154,12 @@ class FlattenedDataset(torch.utils.data.Dataset):
         cache, cache_rate, cache_dir, num_workers: see :func:`volume_dataset`.
         max_bad_cases: cases that may fail to load (each is reported once with its uid and excluded);
             one more stops with a summary.
+        shard: under several processes (``torchrun``), preprocess only this process's share of ``data``
+            (case ``i`` is rank ``i % world``'s). Memory or no cache: the dataset is that share alone
+            (``partitioned``). Disk cache: the shares are written to one shared cache, the processes wait for
+            each other, and the dataset is every case. With fewer cases than processes every process takes
+            every case. A collective: every process must build it.
+        rank, world_size: this process's rank and the number of processes (default: the process group's).
 
     The index is built once at construction by reading every volume through the cache (the cached
     dataset is built then as well), so ``len()`` is the number of samples, as in the reference.
@@ -113,11 +175,30 @@ class FlattenedDataset(torch.utils.data.Dataset):
         cache_dir: str | Path | None = None,
         num_workers: int | None = 1,
         max_bad_cases: int = 10,
+        shard: bool = False,
+        rank: int | None = None,
+        world_size: int | None = None,
     ) -> None:
-        self.data = list(data)
+        all_data = list(data)
+        self.rank = devices.get_rank() if rank is None else int(rank)
+        self.world_size = devices.get_world_size() if world_size is None else int(world_size)
+        sharded = bool(shard) and self.world_size > 1
+        if sharded and len(all_data) < self.world_size:
+            logger.warning(f"{len(all_data)} cases for {self.world_size} processes: every process prepares and "
+                           "holds all of them")
+            sharded = False
+        #: whether this dataset is this process's share only (else every case)
+        self.partitioned = sharded and cache != "disk"
+        own = partition_dataset(all_data, num_partitions=self.world_size)[self.rank] if sharded else all_data
+        self.data = own if self.partitioned else all_data
         self.transform = transform
         safe = SkipBadCase(transform) if transform is not None else None
         self.volumes = volume_dataset(self.data, safe, cache, cache_rate, cache_dir, num_workers)
+        if sharded and not self.partitioned:  # shared disk cache: build this process's share, then read them all
+            for i in range(self.rank, len(all_data), self.world_size):
+                self.volumes[i]
+            if torch.distributed.is_available() and torch.distributed.is_initialized():
+                torch.distributed.barrier()
         self.bad_cases: list[tuple[str, str]] = []
         if sample_transform is not None and not callable(sample_transform):
             sample_transform = Compose(list(sample_transform))
@@ -139,14 +220,28 @@ class FlattenedDataset(torch.utils.data.Dataset):
                     lab = torch.as_tensor(label)
                     self.foreground.append(float((lab > 0).sum()))
                     self.voxels.append(int(lab.numel()))
-        if len(self.bad_cases) > max_bad_cases or (self.bad_cases and not self.index):
-            listing = "; ".join(f"{u}: {m}" for u, m in self.bad_cases[:5])
+        #: samples that each process draws per epoch (the largest share; see :class:`ShardSampler`)
+        self.samples_per_process = len(self.index)
+        bad_cases, samples, volumes = self.bad_cases, len(self.index), len(self.volumes)
+        if self.partitioned:  # decide on every process alike: counts over all shares
+            mine = (self.bad_cases, len(self.index), len(self.volumes))
+            shares = devices.all_gather_object(mine) or [mine]
+            bad_cases = [b for share in shares for b in share[0]]
+            samples, volumes = sum(share[1] for share in shares), sum(share[2] for share in shares)
+            self.samples_per_process = max(share[1] for share in shares)
+        if self.partitioned and not self.index and len(bad_cases) <= max_bad_cases:
+            raise InputError(f"process {self.rank} of {self.world_size} has no usable case in its share; use fewer "
+                             "processes or the disk cache (cache='disk')")
+        if len(bad_cases) > max_bad_cases or (bad_cases and not samples):
+            listing = "; ".join(f"{u}: {m}" for u, m in bad_cases[:5])
             raise InputError(
-                f"{len(self.bad_cases)} of {len(self.data)} cases could not be used (limit max_bad_cases ="
+                f"{len(bad_cases)} of {len(all_data)} cases could not be used (limit max_bad_cases ="
                 f" {max_bad_cases}); stopping. First: {listing}"
             )
-        logger.info(f"{len(self.index)} samples from {len(self.volumes) - len(self.bad_cases)} volumes"
-                    + (f" ({len(self.bad_cases)} cases excluded)" if self.bad_cases else ""))
+        share = (f"; this process holds {len(self.index)} of them from {len(self.volumes)} volumes (its share)"
+                 if self.partitioned else "")
+        logger.info(f"{samples} samples from {volumes - len(bad_cases)} volumes"
+                    + (f" ({len(bad_cases)} cases excluded)" if bad_cases else "") + share)
 
     @staticmethod
     def _as_list(item: Any) -> list:
@@ -165,3 +260,51 @@ class FlattenedDataset(torch.utils.data.Dataset):
     def volume_of(self, k: int) -> int:
         """Index (into ``data``) of the volume that sample ``k`` comes from."""
         return self.index[k][0]
+
+
+class ShardSampler(DistributedSampler):
+    """MONAI's ``DistributedSampler`` for a :class:`FlattenedDataset`, which may hold only this process's share.
+
+    A dataset of every case (one process, the shared disk cache, or fewer cases than processes) is split
+    across processes as ``DistributedSampler`` does: one permutation of all samples per epoch
+    (``seed`` + epoch), cut into equal parts. A ``partitioned`` dataset is this process's share: its
+    samples are permuted per epoch (``seed``, epoch and rank) and, with ``even_divisible``, repeated
+    cyclically up to the largest share, so every process runs the same number of iterations (DDP needs
+    that) and every sample is drawn at least once per epoch.
+
+    The engines call ``set_epoch`` at each epoch start (MONAI's ``Workflow`` does so for a ``DistributedSampler``).
+    """
+
+    def __init__(self, dataset: FlattenedDataset, shuffle: bool = True, seed: int = 0, even_divisible: bool = True,
+                 num_replicas: int | None = None, rank: int | None = None) -> None:
+        self.partitioned = bool(getattr(dataset, "partitioned", False))
+        if num_replicas is None:
+            num_replicas = getattr(dataset, "world_size", None) or devices.get_world_size()
+        if rank is None:
+            rank = getattr(dataset, "rank", None) if num_replicas > 1 else 0
+            rank = devices.get_rank() if rank is None else rank
+        if self.partitioned:
+            torch.utils.data.Sampler.__init__(self)
+            self.dataset, self.num_replicas, self.rank = dataset, int(num_replicas), int(rank)
+            self.shuffle, self.seed, self.epoch, self.drop_last = bool(shuffle), int(seed), 0, False
+            self.num_samples = int(dataset.samples_per_process) if even_divisible else len(dataset)
+            self.total_size = self.num_samples * self.num_replicas
+        else:
+            super().__init__(dataset, even_divisible=even_divisible, num_replicas=num_replicas, rank=rank,
+                             shuffle=shuffle, seed=seed)
+
+    def __iter__(self) -> Iterator[int]:
+        if not self.partitioned:
+            return super().__iter__()
+        n = len(self.dataset)
+        if self.shuffle:
+            state = np.random.SeedSequence([self.seed, self.epoch, self.rank]).generate_state(2)
+            g = torch.Generator().manual_seed(int(state[0]) << 32 | int(state[1]))
+            order = torch.randperm(n, generator=g).tolist()
+        else:
+            order = list(range(n))
+        order = (order * math.ceil(self.num_samples / max(n, 1)))[: self.num_samples]
+        return iter(order)
+
+    def __len__(self) -> int:
+        return self.num_samples

@@ -39,6 +39,10 @@ class Throughput:
     FPS = batch size x processes / (time from the batch being ready to the end of the optimiser step,
     the device synchronised). ``fps_with_data`` also counts the time spent waiting for the loader.
 
+    Each epoch's log line also splits the epoch into time waiting for the data loader and time computing
+    (this process's sums, and the longest wait of any process), so a run on several devices shows whether
+    its input pipeline keeps up; ``engine.state.metrics`` gets ``data_wait_s`` and ``compute_s``.
+
     Args:
         world_size: number of training processes (the reference's device count).
         log_interval: log the reference-style line every N iterations (0: never).
@@ -63,12 +67,16 @@ class Throughput:
         self.logger = logging.getLogger(name)
         self._t_start = 0.0
         self._t_prev_end: float | None = None
+        self._t_get = 0.0
+        self.data_wait_s = 0.0
+        self.compute_s = 0.0
         self.fps: list[float] = []
         self.fps_with_data: list[float] = []
 
     def attach(self, engine: Engine) -> None:
         engine.add_event_handler(Events.EPOCH_STARTED, self._epoch_started)
         engine.add_event_handler(Events.GET_BATCH_STARTED, self._get_batch_started)
+        engine.add_event_handler(Events.GET_BATCH_COMPLETED, self._get_batch_completed)
         engine.add_event_handler(Events.ITERATION_STARTED, self._iteration_started)
         engine.add_event_handler(Events.ITERATION_COMPLETED, self._iteration_completed)
         engine.add_event_handler(Events.EPOCH_COMPLETED, self._epoch_completed)
@@ -78,10 +86,15 @@ class Throughput:
     def _epoch_started(self, engine: Engine) -> None:
         self.fps, self.fps_with_data = [], []
         self._t_prev_end = None
+        self.data_wait_s = self.compute_s = 0.0
 
     def _get_batch_started(self, engine: Engine) -> None:
+        self._t_get = time.perf_counter()
         if self._t_prev_end is None:
-            self._t_prev_end = time.perf_counter()
+            self._t_prev_end = self._t_get
+
+    def _get_batch_completed(self, engine: Engine) -> None:
+        self.data_wait_s += time.perf_counter() - self._t_get
 
     def _iteration_started(self, engine: Engine) -> None:
         self._t_start = time.perf_counter()
@@ -89,6 +102,7 @@ class Throughput:
     def _iteration_completed(self, engine: Engine) -> None:
         devices.synchronize(torch.device(engine.state.device))
         now = time.perf_counter()
+        self.compute_s += now - self._t_start
         batch = _batch_size(engine.state.batch)
         fps = batch * self.world_size / max(now - self._t_start, 1e-9)
         fps_data = batch * self.world_size / max(now - (self._t_prev_end or self._t_start), 1e-9)
@@ -118,9 +132,16 @@ class Throughput:
         fps_d = self.fps_with_data or [engine.state.metrics.get("fps_with_data", float("nan"))]
         engine.state.metrics["fps_median"] = statistics.median(fps)
         engine.state.metrics["fps_with_data_median"] = statistics.median(fps_d)
+        engine.state.metrics["data_wait_s"] = self.data_wait_s
+        engine.state.metrics["compute_s"] = self.compute_s
+        waits = devices.all_gather_object(self.data_wait_s)  # a collective: every process runs this handler
+        busy = self.data_wait_s + self.compute_s
+        slowest = f", longest of {len(waits)} processes {max(waits):.2f} s" if waits else ""
         self.logger.info(
             f"Epoch {engine.state.epoch}: median FPS {statistics.median(fps):.3f} samples/s (compute),"
-            f" {statistics.median(fps_d):.3f} samples/s (with data loading), peak FPS {max(fps):.3f}"
+            f" {statistics.median(fps_d):.3f} samples/s (with data loading), peak FPS {max(fps):.3f};"
+            f" waiting for data {self.data_wait_s:.2f} s ({100.0 * self.data_wait_s / max(busy, 1e-9):.0f} %"
+            f"{slowest}), computing {self.compute_s:.2f} s"
         )
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from monai.transforms import Lambdad
+from monai.transforms import Lambdad, Transform
 
 from pipeline.data.datasets import FlattenedDataset, volume_dataset
 from pipeline.training.losses import make_loss, reference_class_weights
@@ -103,3 +103,108 @@ def test_too_many_bad_cases_stop_with_a_summary():
 
     with pytest.raises(InputError, match=r"1 of 3 cases could not be used \(limit max_bad_cases = 0\).*case1"):
         FlattenedDataset(_volumes(), _failing_for("case1"), cache="none", max_bad_cases=0)
+
+
+# ------------------------------------------------------------------ several processes: shares, sampler, shared cache
+class _Counting(Transform):
+    """Octants of a volume; appends each uid it prepares to ``log`` (a file: works across processes)."""
+
+    def __init__(self, log, delay_s: float = 0.0):
+        self.log, self.delay_s = log, delay_s
+
+    def __call__(self, d):
+        import time
+
+        time.sleep(self.delay_s)
+        with open(self.log, "a") as f:
+            f.write(d["uid"] + "\n")
+        return Octantsd(keys=["image", "label"], label_key="label", drop_empty=False)(d)
+
+
+def test_a_sharded_memory_dataset_prepares_and_holds_only_its_share(tmp_path):
+    log = tmp_path / "prepared.txt"
+    shares = [FlattenedDataset(_volumes(5), _Counting(log), shard=True, rank=r, world_size=2) for r in range(2)]
+    assert [s.partitioned for s in shares] == [True, True]
+    assert [[d["uid"] for d in s.data] for s in shares] == [["case0", "case2", "case4"], ["case1", "case3"]]
+    assert sorted(log.read_text().split()) == [f"case{i}" for i in range(5)]  # each case prepared once
+    assert [len(s) for s in shares] == [24, 16] and {shares[1][k]["uid"] for k in range(16)} == {"case1", "case3"}
+    # fewer cases than processes: every process takes every case
+    few = FlattenedDataset(_volumes(1), _Counting(tmp_path / "few.txt"), shard=True, rank=1, world_size=2)
+    assert not few.partitioned and len(few.data) == 1
+    # a share without any usable case is an error, not a hang
+    from transforms.errors import InputError
+
+    with pytest.raises(InputError, match="process 1 of 2 has no usable case"):
+        FlattenedDataset(_volumes(2), _failing_for("case1"), shard=True, rank=1, world_size=2)
+
+
+def test_shard_sampler_shuffles_a_share_per_epoch_and_pads_it_to_the_largest_share(tmp_path):
+    from pipeline.data.datasets import ShardSampler
+
+    share = FlattenedDataset(_volumes(5), _Counting(tmp_path / "p.txt"), shard=True, rank=1, world_size=2)
+    share.samples_per_process = 24  # the largest share (rank 0's 24 samples against this one's 16)
+    sampler = ShardSampler(share, shuffle=True, seed=7)
+    epochs = []
+    for epoch in range(3):
+        sampler.set_epoch(epoch)
+        order = list(sampler)
+        assert len(order) == len(sampler) == 24 and set(order) == set(range(16))  # every sample, then repeats
+        assert sorted(order[:16]) == list(range(16))  # one full permutation first
+        epochs.append(order)
+    assert epochs[0] != epochs[1] != epochs[2]
+    sampler.set_epoch(1)
+    assert list(sampler) == epochs[1]
+    other = ShardSampler(share, shuffle=True, seed=7, rank=0)
+    other.set_epoch(1)
+    assert list(other) != epochs[1]  # each process its own order
+    assert list(ShardSampler(share, shuffle=False, even_divisible=False)) == list(range(16))
+    # a dataset of every case: exactly MONAI's DistributedSampler
+    from monai.data import DistributedSampler
+
+    whole = FlattenedDataset(_volumes(3), _Counting(tmp_path / "w.txt"))
+    for rank in range(2):
+        ours, monai_sampler = (cls(whole, shuffle=True, seed=3, num_replicas=2, rank=rank)
+                               for cls in (ShardSampler, DistributedSampler))
+        ours.set_epoch(2)
+        monai_sampler.set_epoch(2)
+        assert list(ours) == list(monai_sampler)
+
+
+def _build_in_child(cache_dir, log, data, delay_s, cls_name):
+    from monai.data import PersistentDataset
+
+    from pipeline.data.datasets import SharedCacheDataset
+
+    cls = {"ours": SharedCacheDataset, "monai": PersistentDataset}[cls_name]
+    ds = cls(data=data, transform=_Counting(log, delay_s), cache_dir=cache_dir)
+    for i in range(len(ds)):
+        ds[i]
+
+
+@pytest.mark.parametrize("cls_name", ["ours", "monai"])
+def test_a_disk_cache_built_by_three_processes_at_once_is_built_once(tmp_path, cls_name):
+    import multiprocessing
+
+    data = _volumes(2)
+    log = tmp_path / "prepared.txt"
+    ctx = multiprocessing.get_context("fork")
+    procs = [ctx.Process(target=_build_in_child, args=(tmp_path / "cache", log, data, 0.3, cls_name))
+             for _ in range(3)]
+    (tmp_path / "cache").mkdir()
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join(60)
+    assert [p.exitcode for p in procs] == [0, 0, 0]
+    prepared = sorted(log.read_text().split())
+    if cls_name == "monai":  # the negative control: MONAI's PersistentDataset computes a missed file in every process
+        assert len(prepared) > 2
+        return
+    assert prepared == ["case0", "case1"]
+    files = sorted(p.name for p in (tmp_path / "cache").iterdir() if not p.name.startswith("."))
+    assert len(files) == 2 and not list((tmp_path / "cache").glob(".*.tmp"))
+    from pipeline.data.datasets import SharedCacheDataset
+
+    reread = SharedCacheDataset(data=data, transform=_Counting(log), cache_dir=tmp_path / "cache")
+    assert torch.equal(torch.as_tensor(reread[1][0]["label"]), torch.as_tensor(data[1]["label"])[:, :4, :4, :4])
+    assert len(log.read_text().split()) == 2  # read back, not prepared again

@@ -93,6 +93,27 @@ def test_throughput_logs_reference_line_and_fps(caplog, tmp_path):
     assert len((tmp_path / "loss.txt").read_text().split()) == 3
 
 
+def test_throughput_splits_each_epoch_into_waiting_for_data_and_computing(caplog):
+    import time
+
+    engine, _, _, data = _engine_with_model(iters=4)
+
+    def slow_loader():  # 0.1 s per batch in the loader, a slowed step of at least 0.05 s
+        for batch in data:
+            time.sleep(0.1)
+            yield batch
+
+    engine.add_event_handler(Events.ITERATION_COMPLETED, lambda e: time.sleep(0.05))
+    Throughput(log_interval=0, warmup=0).attach(engine)  # attached after the sleep: the step includes it
+    with caplog.at_level("INFO", logger="pipeline.throughput"):
+        engine.run(slow_loader(), max_epochs=1, epoch_length=4)
+    wait, compute = engine.state.metrics["data_wait_s"], engine.state.metrics["compute_s"]
+    assert 0.4 <= wait < 0.4 + 0.3 and 0.2 <= compute < wait
+    (line,) = [r.message for r in caplog.records if r.message.startswith("Epoch 1:")]
+    share = round(100 * wait / (wait + compute))
+    assert f"waiting for data {wait:.2f} s ({share} %), computing {compute:.2f} s" in line
+
+
 def test_latest_and_best_checkpoints_are_written_and_loadable(tmp_path):
     engine, net, opt, data = _engine_with_model()
     latest = LatestCheckpoint(tmp_path, {"model": net, "optimizer": opt}, filename="vnet_checkpoint.pth.tar")
