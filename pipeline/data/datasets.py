@@ -40,7 +40,7 @@ try:  # POSIX: a build lock per cache file (released by the kernel if its holder
 except ImportError:  # pragma: no cover - Windows: writes stay atomic, concurrent builders may both compute
     fcntl = None  # type: ignore[assignment]
 
-__all__ = ["CACHE_CHOICES", "FlattenedDataset", "LOAD_ERROR_KEY", "SharedCacheDataset", "ShardSampler", "SkipBadCase",
+__all__ = ["CACHE_CHOICES", "LOAD_ERROR_KEY", "FlattenedDataset", "ShardSampler", "SharedCacheDataset", "SkipBadCase",
            "volume_dataset"]
 
 logger = logging.getLogger(__name__)
