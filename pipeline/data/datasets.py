@@ -267,7 +267,8 @@ class ShardSampler(DistributedSampler):
 
     A dataset of every case (one process, the shared disk cache, or fewer cases than processes) is split
     across processes as ``DistributedSampler`` does: one permutation of all samples per epoch
-    (``seed`` + epoch), cut into equal parts. A ``partitioned`` dataset is this process's share: its
+    (``seed`` + epoch), cut into equal parts; without ``even_divisible`` and with fewer samples than
+    processes, every process takes every sample. A ``partitioned`` dataset is this process's share: its
     samples are permuted per epoch (``seed``, epoch and rank) and, with ``even_divisible``, repeated
     cyclically up to the largest share, so every process runs the same number of iterations (DDP needs
     that) and every sample is drawn at least once per epoch.
@@ -278,6 +279,7 @@ class ShardSampler(DistributedSampler):
     def __init__(self, dataset: FlattenedDataset, shuffle: bool = True, seed: int = 0, even_divisible: bool = True,
                  num_replicas: int | None = None, rank: int | None = None) -> None:
         self.partitioned = bool(getattr(dataset, "partitioned", False))
+        self.everything = False
         if num_replicas is None:
             num_replicas = getattr(dataset, "world_size", None) or devices.get_world_size()
         if rank is None:
@@ -289,6 +291,9 @@ class ShardSampler(DistributedSampler):
             self.shuffle, self.seed, self.epoch, self.drop_last = bool(shuffle), int(seed), 0, False
             self.num_samples = int(dataset.samples_per_process) if even_divisible else len(dataset)
             self.total_size = self.num_samples * self.num_replicas
+        elif not even_divisible and len(dataset) < num_replicas:
+            super().__init__(dataset, even_divisible=True, num_replicas=1, rank=0, shuffle=shuffle, seed=seed)
+            self.everything = True
         else:
             super().__init__(dataset, even_divisible=even_divisible, num_replicas=num_replicas, rank=rank,
                              shuffle=shuffle, seed=seed)

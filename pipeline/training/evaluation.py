@@ -1,9 +1,16 @@
 """Per-case evaluation: Dice, error rate, HD95, average surface distance and lung volumes, as a CSV.
 
-:class:`CaseMetricsWriter` is an evaluator handler (``evaluate.json``): for each validation volume it
-computes the metrics on the evaluated grid (the bundle's 2.5 mm grid; distances and volumes use its
-spacing, so they are in mm and mL), writes ``metrics_per_case.csv`` and ``metrics_summary.json`` under
-``output_dir`` atomically, and prints the summary.
+:class:`CaseMetricsWriter` is an evaluator handler (``evaluate.json``, ``multi_gpu_evaluate.json``): for each
+validation volume it computes the metrics twice:
+
+* on the evaluated grid (the bundle's 2.5 mm grid, cropped or padded to ``spatial_size``; distances and
+  volumes use its spacing, so they are in mm and mL): columns without a prefix;
+* in the scan's own geometry: the prediction is mapped back through the inverse of the preprocessing
+  (MONAI's ``Invertd``: crop/pad, resampling, orientation undone; nearest neighbour) and compared with the
+  mask file as it is on disk, so lung cut off by the crop counts as missed: columns prefixed ``orig_``.
+
+It writes ``metrics_per_case.csv`` and ``metrics_summary.json`` under ``output_dir`` atomically and prints
+the summary.
 """
 
 from __future__ import annotations
@@ -20,18 +27,22 @@ from typing import Any
 import numpy as np
 import torch
 from ignite.engine import Engine, Events
+from monai.transforms import Invertd
 
 from pipeline import device as devices
 from pipeline.files import atomic_write_text
 from pipeline.training.metrics import CASE_METRICS, case_metrics, spacing_of
 
-__all__ = ["CSV_COLUMNS", "POOLED_ERROR", "POOLED_ERROR_REFERENCE_BN", "SUMMARY_FILE", "CaseMetricsWriter",
-           "ReferenceBatchNormSummary"]
+__all__ = ["CSV_COLUMNS", "ORIGINAL_METRICS", "POOLED_ERROR", "POOLED_ERROR_REFERENCE_BN", "SUMMARY_FILE",
+           "CaseMetricsWriter", "ReferenceBatchNormSummary"]
 
 logger = logging.getLogger(__name__)
 
-#: columns of ``metrics_per_case.csv``: the case id, then :data:`pipeline.training.metrics.CASE_METRICS`
-CSV_COLUMNS = ("uid", *CASE_METRICS)
+#: metrics in each scan's own geometry (the prediction inverted to the mask file's grid)
+ORIGINAL_METRICS = ("orig_dice", "orig_hd95_mm", "orig_asd_mm", "orig_pred_volume_ml", "orig_true_volume_ml")
+#: columns of ``metrics_per_case.csv``: the case id, :data:`pipeline.training.metrics.CASE_METRICS` on the
+#: evaluated grid, then :data:`ORIGINAL_METRICS`
+CSV_COLUMNS = ("uid", *CASE_METRICS, *ORIGINAL_METRICS)
 SUMMARY_FILE = "metrics_summary.json"
 #: summary keys of the reference's error (%): octant voxels of every case pooled; BatchNorm on running statistics ...
 POOLED_ERROR = "pooled_error_rate_octants_pct"
@@ -47,14 +58,25 @@ class CaseMetricsWriter:
         octant_split: split for the octant error rate (the reference's metric): the bundle's ``octant_split``.
         drop_empty: leave octants without lung out of that rate: the bundle's ``drop_empty_octants``.
         print_summary: also print the summary to stdout.
+        invert: the preprocessing the evaluated image went through (``validate#preprocessing``), whose inverse
+            maps the prediction back to the scan's grid; ``None``: no ``orig_`` metrics (NaN).
+        original_label: loads a mask file as it is, lung > 0 (``{label_key: path}`` -> ``(1, *spatial)``); the
+            path is the evaluated label's ``filename_or_obj``.
+        image_key, label_key: keys of the image (carrying the applied operations) and the label.
     """
 
     def __init__(self, output_dir: str | Path, octant_split: Sequence[int] | None, drop_empty: bool,
-                 print_summary: bool = True):
+                 print_summary: bool = True, invert: Any = None, original_label: Any = None,
+                 image_key: str = "image", label_key: str = "label"):
         self.output_dir = Path(output_dir)
         self.octant_split = tuple(octant_split) if octant_split else None
         self.drop_empty = bool(drop_empty)
         self.print_summary = print_summary
+        self.image_key, self.label_key = image_key, label_key
+        self.original_label = original_label
+        self.inverter = (Invertd(keys="pred", transform=invert, orig_keys=image_key, nearest_interp=True,
+                                 to_tensor=True) if invert is not None and original_label is not None else None)
+        self._warned = False
         self.rows: list[dict[str, Any]] = []
 
     def attach(self, engine: Engine) -> None:
@@ -74,7 +96,30 @@ class CaseMetricsWriter:
             row = {"uid": str(uid)}
             row.update(case_metrics(pred.detach().cpu(), label.detach().cpu(), spacing_of(pred), self.octant_split,
                                     self.drop_empty))
+            row.update(self._original_metrics(out, str(uid)))
             self.rows.append(row)
+
+    def _original_metrics(self, out: dict, uid: str) -> dict[str, float]:
+        """The ``orig_`` metrics: the prediction inverted to the mask file's grid against that file."""
+        missing = dict.fromkeys(ORIGINAL_METRICS, math.nan)
+        path = getattr(out.get(self.label_key), "meta", {}).get("filename_or_obj")
+        if self.inverter is None or not path or self.image_key not in out:
+            return missing
+        pred = self.inverter({"pred": out["pred"].detach().cpu(), self.image_key: out[self.image_key]})["pred"]
+        truth = self.original_label({self.label_key: path})[self.label_key]
+        if tuple(pred.shape[1:]) != tuple(truth.shape[1:]):
+            if not self._warned:
+                logger.warning(f"case {uid}: the prediction could not be mapped back to the mask's grid "
+                               f"({tuple(pred.shape[1:])} vs {tuple(truth.shape[1:])}: a preprocessing without an "
+                               "inverse, such as reference_grid); orig_ metrics are NaN")
+                self._warned = True
+            return missing
+        lung_pred = torch.as_tensor(pred).argmax(0) > 0 if pred.shape[0] > 1 else torch.as_tensor(pred)[0] > 0
+        lung_true = torch.as_tensor(truth)[0] > 0
+        both = [torch.stack([~m, m]).float() for m in (lung_pred, lung_true)]
+        m = case_metrics(both[0], both[1], spacing_of(truth), None, False)
+        return {"orig_dice": m["dice"], "orig_hd95_mm": m["hd95_mm"], "orig_asd_mm": m["asd_mm"],
+                "orig_pred_volume_ml": m["pred_volume_ml"], "orig_true_volume_ml": m["true_volume_ml"]}
 
     def summary(self) -> dict[str, float]:
         out: dict[str, float] = {"cases": float(len(self.rows))}
@@ -119,7 +164,9 @@ class CaseMetricsWriter:
             f"evaluation over {len(self.rows)} cases: mean Dice {summary['mean_dice']:.4f}, error rate "
             f"{summary['mean_error_rate_pct']:.3f} % (octants {summary['mean_error_rate_octants_pct']:.3f} %; "
             f"pooled over all cases as the reference reports it {pooled:.3f} %, BatchNorm running statistics), "
-            f"HD95 {summary['mean_hd95_mm']:.2f} mm, ASD {summary['mean_asd_mm']:.2f} mm -> {self.output_dir}"
+            f"HD95 {summary['mean_hd95_mm']:.2f} mm, ASD {summary['mean_asd_mm']:.2f} mm on the evaluated grid; "
+            f"in the scans' own geometry: mean Dice {summary['mean_orig_dice']:.4f}, HD95 "
+            f"{summary['mean_orig_hd95_mm']:.2f} mm -> {self.output_dir}"
         )
         logger.info(text)
         if self.print_summary:

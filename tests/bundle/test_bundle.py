@@ -25,7 +25,8 @@ def _workflow(files, workflow_type, **override):
 @pytest.mark.parametrize(
     "files, workflow_type",
     [(["train.json"], "train"), (["train.json", "quick.json"], "train"), (["train.json", "evaluate.json"], "train"),
-     (["train.json", "multi_gpu_train.json"], "train"), (["inference.json"], "infer")],
+     (["train.json", "multi_gpu_train.json"], "train"), (["train.json", "multi_gpu_evaluate.json"], "train"),
+     (["inference.json"], "infer")],
 )
 def test_every_config_parses_with_the_required_ids(files, workflow_type):
     parser = ConfigParser()
@@ -88,9 +89,19 @@ def test_evaluate_writes_per_case_csv_and_summary(trained_bundle, tiny_data):
     assert "evaluation over" in proc.stdout
     rows = list(csv.DictReader((trained_bundle / "eval" / "metrics_per_case.csv").open()))
     assert rows and set(rows[0]) >= {"uid", "dice", "error_rate_pct", "hd95_mm", "asd_mm", "pred_volume_ml", "true_volume_ml"}
-    assert all(0.0 <= float(r["dice"]) <= 1.0 for r in rows)
+    assert all(0.0 <= float(r["dice"]) <= 1.0 and 0.0 <= float(r["orig_dice"]) <= 1.0 for r in rows)
+    # in each scan's own geometry: the true volume is the mask file's, whatever the grid crops
+    import numpy as np
+    import SimpleITK as sitk
+
+    for r in rows:
+        mask = sitk.ReadImage(str(tiny_data / "seg-lungs-LUNA16" / f"{r['uid']}.mhd"))
+        lung = (sitk.GetArrayFromImage(mask) > 0).sum() * np.prod(mask.GetSpacing()) / 1000
+        assert float(r["orig_true_volume_ml"]) == pytest.approx(lung, rel=1e-5)
+        assert np.isfinite(float(r["orig_hd95_mm"])) and float(r["orig_pred_volume_ml"]) > 0
     summary = json.loads((trained_bundle / "eval" / "metrics_summary.json").read_text())
-    assert summary["cases"] == len(rows)
+    assert summary["cases"] == len(rows) and "mean_orig_dice" in summary
+    assert "in the scans' own geometry: mean Dice" in proc.stdout
 
 
 def test_inference_writes_masks_in_each_inputs_geometry(trained_bundle, tiny_data):

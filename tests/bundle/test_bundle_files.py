@@ -16,7 +16,7 @@ TENSOR_KEYS = ("type", "format", "num_channels", "spatial_shape", "dtype", "valu
 
 def test_required_files_exist():
     for rel in ("LICENSE", "configs/metadata.json", "configs/train.json", "configs/evaluate.json", "configs/inference.json",
-                "configs/multi_gpu_train.json", "configs/logging.conf", "docs/README.md", "docs/data_license.txt",
+                "configs/multi_gpu_train.json", "configs/multi_gpu_evaluate.json", "configs/logging.conf", "docs/README.md", "docs/data_license.txt",
                 "large_files.yml"):
         assert (BUNDLE / rel).is_file(), rel
 

@@ -23,7 +23,7 @@ from pipeline.data.luna16 import NORMALIZED_IMAGE_DIR, NORMALIZED_MASK_DIR
 from tests.bundle.conftest import CONFIGS
 
 RUN_CONFIGS = ("train.json", "inference.json")
-OVERLAYS = ("quick.json", "evaluate.json", "multi_gpu_train.json")
+OVERLAYS = ("quick.json", "evaluate.json", "multi_gpu_train.json", "multi_gpu_evaluate.json")
 #: every transform the reference's preprocessing has, as train.json must declare it
 REQUIRED_TARGETS = {"LoadImaged", "EnsureChannelFirstd", "Orientationd", "Spacingd", "transforms.LungMaskd",
                     "transforms.CropOrPadd", "transforms.Octantsd", "transforms.NormalizeHUd"}
@@ -153,7 +153,9 @@ def test_overlays_address_handlers_by_name():
     assert isinstance(handlers, dict) and {"tensorboard", "validation", "run_summary"} <= set(handlers)
     assert isinstance(_json("train.json")["validate"]["handlers"], dict)
     assert isinstance(_json("inference.json")["handlers"], dict)
-    assert isinstance(_json("evaluate.json")["validate#handlers"], dict)
+    assert isinstance(_json("train.json")["evaluation"]["handlers"], dict)
+    for name in ("evaluate.json", "multi_gpu_evaluate.json"):  # both select train.json's evaluation section
+        assert _json(name)["validate#handlers"] == "@evaluation#handlers" and _json(name)["run"] == "@evaluation#run"
 
 
 def test_bundle_root_is_the_folder_of_the_running_configs(tmp_path, monkeypatch):
@@ -274,8 +276,9 @@ def test_every_switch_of_each_run_config_is_checked_before_use():
     assert {name for name in FLAGS if name in train} <= set(train["run_settings"])
     assert all(train["run_settings"][name] == f"@{name}" for name in FLAGS if name in train)
     assert train["initialize"].index("$pipeline.training.settings.check_run_settings(@ckpt_dir, **@run_settings)") == 1
-    evaluate = json.loads((CONFIGS / "evaluate.json").read_text())
-    assert any("check_run_settings" in step and "@run_settings" in step for step in evaluate["initialize"])
+    for name in ("evaluate.json", "multi_gpu_evaluate.json"):
+        assert json.loads((CONFIGS / name).read_text())["initialize"] == "@evaluation#initialize"
+    assert any("check_run_settings" in step and "@run_settings" in step for step in train["evaluation"]["initialize"])
     inference = json.loads((CONFIGS / "inference.json").read_text())
     checked = next(step for step in inference["initialize"] if "check_run_settings" in step)
     assert {f"{name}=@{name}" for name in FLAGS if name in inference} <= set(re.findall(r"(\w+=@\w+)", checked))

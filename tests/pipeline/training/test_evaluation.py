@@ -82,3 +82,73 @@ def test_expected_error_message_walks_the_exception_chain():
     assert expected_error_message(KeyError("bug")) is None
     msg = expected_error_message(RuntimeError("Error(s) in loading state_dict for VNet:\n\tsize mismatch for a.weight: ..."))
     assert msg and msg.startswith("the checkpoint does not fit this network")
+
+
+def _write(arr_zyx, path, spacing=(2.5, 2.5, 2.5), origin=(-50.0, -50.0, -25.0)):
+    img = sitk.GetImageFromArray(arr_zyx)
+    img.SetSpacing(spacing)
+    img.SetOrigin(origin)
+    sitk.WriteImage(img, str(path))
+
+
+class _Engine:
+    """What the evaluator hands its handlers: decollated outputs and batch, metrics, key metric name."""
+
+    def __init__(self, outputs, batch):
+        from types import SimpleNamespace
+
+        self.state = SimpleNamespace(output=outputs, batch=batch, metrics={"val_error": 0.0}, key_metric_name="val_error")
+
+
+def test_per_case_csv_reports_the_scan_geometry_beside_the_grid(tmp_path):
+    """A known mask: a 2.5 mm scan of 40 x 40 x 20 voxels, evaluated on the 2.5 mm grid cropped to 32 x 40 x 20.
+
+    The lung box covers file columns x 0..19; the crop keeps x 4..35, so a prediction perfect on the grid is
+    perfect there (Dice 1, 50 mL) and, mapped back to the scan, misses columns 0..3: Dice 2*16/(16+20), 50 mL of
+    62.5 mL."""
+    import csv
+    import json
+
+    from monai.bundle import ConfigParser
+
+    from pipeline.training.evaluation import CaseMetricsWriter
+    from tests.bundle.conftest import CONFIGS
+
+    ct = np.full((20, 40, 40), -1000, np.int16)
+    mask = np.zeros((20, 40, 40), np.uint8)
+    mask[5:15, 10:30, 0:20] = 3  # LUNA16's right lung value; 10 x 20 x 20 voxels
+    ct[mask > 0] = -850
+    _write(ct, tmp_path / "case.mhd")
+    _write(mask, tmp_path / "case_mask.mhd")
+    parser = ConfigParser()
+    parser.read_config([str(CONFIGS / "train.json"), str(CONFIGS / "evaluate.json")])
+    parser.update({"vox_spacing": 2.5, "spatial_size": [32, 40, 20], "output_dir": str(tmp_path / "eval")})
+    item = parser.get_parsed_content("validate#preprocessing")(
+        {"image": str(tmp_path / "case.mhd"), "label": str(tmp_path / "case_mask.mhd"), "uid": "case"})
+    assert tuple(item["image"].shape) == (1, 32, 40, 20)
+    grid_label = item["label"]
+    pred = torch.cat([grid_label == 0, grid_label > 0]).float()  # perfect on the grid
+    from monai.data import MetaTensor
+
+    pred = MetaTensor(pred, affine=item["image"].affine)
+    label = MetaTensor(torch.cat([grid_label == 0, grid_label > 0]).float(), meta=dict(grid_label.meta))
+    writer = parser.get_parsed_content("evaluation#handlers#per_case_metrics")
+    assert isinstance(writer, CaseMetricsWriter) and writer.inverter is not None
+    writer.print_summary = False
+    engine = _Engine([{"pred": pred, "label": label, "image": item["image"]}], [{"uid": "case"}])
+    writer._iteration(engine)
+    writer._write(engine)
+    (row,) = list(csv.DictReader((tmp_path / "eval" / "metrics_per_case.csv").open()))
+    voxel_ml = 2.5**3 / 1000
+    assert float(row["dice"]) == 1.0 and float(row["pred_volume_ml"]) == pytest.approx(16 * 20 * 10 * voxel_ml)
+    assert float(row["true_volume_ml"]) == pytest.approx(16 * 20 * 10 * voxel_ml)  # the grid holds the cropped lung
+    assert float(row["orig_dice"]) == pytest.approx(2 * 16 / (16 + 20), rel=1e-5)
+    assert float(row["orig_pred_volume_ml"]) == pytest.approx(16 * 20 * 10 * voxel_ml)
+    assert float(row["orig_true_volume_ml"]) == pytest.approx(20 * 20 * 10 * voxel_ml)
+    assert float(row["hd95_mm"]) == 0.0 and float(row["orig_hd95_mm"]) > 0  # the missed 4 columns are 10 mm deep
+    # the inverted prediction lies where the file's lung is: the missed voxels are exactly columns x 0..3
+    inverted = writer.inverter({"pred": pred, "image": item["image"]})["pred"]
+    missed = (torch.as_tensor(mask).permute(2, 1, 0) > 0) & ~(inverted.argmax(0) > 0)
+    assert missed.nonzero()[:, 0].unique().tolist() == [0, 1, 2, 3] and int(missed.sum()) == 4 * 20 * 10
+    summary = json.loads((tmp_path / "eval" / "metrics_summary.json").read_text())
+    assert summary["mean_orig_dice"] == pytest.approx(2 * 16 / 36, rel=1e-5) and summary["mean_dice"] == 1.0
