@@ -11,7 +11,9 @@ multi-node across real hosts (loopback only).
 
 from __future__ import annotations
 
+import csv
 import hashlib
+import io
 import json
 import os
 import re
@@ -69,9 +71,24 @@ class RankProbe:
         self.val_seen: dict[int, list[str]] = {}
         self.val_metrics: list[dict[str, float]] = []
         self.writes: list[str] = []
+        self.prepared: list[str] = []  # uid of every case this process preprocessed (see `counter`)
         # every checkpoint / summary write goes through these
         for module, name in ((checkpoints, "atomic_torch_save"), (handlers, "atomic_write_text")):
             setattr(module, name, self._recording(getattr(module, name), path_arg=1 if "torch" in name else 0))
+
+    @property
+    def counter(self):
+        """A transform to put first in a preprocessing chain: records each case this process prepares."""
+        from monai.transforms import Transform
+
+        probe = self
+
+        class Count(Transform):
+            def __call__(self, data):
+                probe.prepared.append(str(data["uid"]))
+                return data
+
+        return Count()
 
     def _recording(self, original, path_arg: int):
         def write(*args, **kwargs):
@@ -108,7 +125,7 @@ class RankProbe:
         def _metrics(engine):  # attached after the metric handlers, so they have run
             self.val_metrics.append({k: float(v) for k, v in engine.state.metrics.items()})
 
-    def dump(self, network, dataset=None, evaluator=None) -> None:
+    def dump(self, network, dataset=None, evaluator=None, val_dataset=None) -> None:
         import torch
         import torch.distributed as dist
 
@@ -130,6 +147,10 @@ class RankProbe:
             "val_metrics": self.val_metrics,
             "best_metric": None if evaluator is None else float(evaluator.state.best_metric),
             "writes": self.writes,
+            "prepared": self.prepared,
+            "held_cases": None if dataset is None else [str(d["uid"]) for d in dataset.data],
+            "val_held_cases": None if val_dataset is None else [str(d["uid"]) for d in val_dataset.data],
+            "partitioned": None if dataset is None else dataset.partitioned,
             "all_samples": [] if dataset is None else [self._ids({k: [v] for k, v in dataset[i].items()
                                                                   if k in ("uid", "octant")})[0]
                                                        for i in range(len(dataset))],
@@ -290,6 +311,83 @@ def test_two_agents_on_loopback_form_a_two_node_world_and_evaluate_alike(ddp_run
     for rec in (r0, r1):
         for key in ("val_error", "val_error_volume", "val_mean_dice"):
             assert rec["val_metrics"][-1][key] == pytest.approx(one[key], rel=1e-9, abs=1e-12), key
+
+
+# ----------------------------------------------------------------- shares: each case prepared once, 1/N held
+COUNTED = {"train#preprocessing#transforms": "$[@probe.counter] + @preprocessing_transforms + [@octants]",
+           "validate#preprocessing#transforms": "$[@probe.counter] + @preprocessing_transforms + @intensity_transforms"}
+
+
+@pytest.fixture(scope="module")
+def eight_cases(tmp_path_factory) -> Path:
+    from pipeline.data.synthetic import generate_dataset
+
+    root = tmp_path_factory.mktemp("luna16_8")
+    generate_dataset(root, cases=8, seed=5, shape=(64, 64, 40))
+    return root
+
+
+def test_four_processes_each_prepare_and_hold_a_quarter_and_shuffle_their_own_share(eight_cases, tmp_path):
+    """torchrun --nproc_per_node=4, memory cache, 4 training + 4 validation cases (split_seed 2)."""
+    overlay = tmp_path / "probe.json"
+    overlay.write_text(json.dumps({
+        "probe": {"_target_": "tests.bundle.test_distributed.RankProbe", "out_dir": str(tmp_path / "probe")},
+        **COUNTED,
+        "training": [*TRAIN_RUN[:-1], ("$@probe.dump(@network, dataset=@train#dataset, evaluator=@validate#evaluator,"
+                                       " val_dataset=@validate#dataset)")]}))
+    files = [CONFIGS / "train.json", CONFIGS / "multi_gpu_train.json", overlay]
+    args = ["run", "training", "--config_file", repr([str(f) for f in files]), "--dataset_dir", str(eight_cases),
+            "--bundle_root", str(tmp_path), *TINY, "--val_fraction", "0.5", "--split_seed", "2", "--batch_size", "2",
+            "--epochs", "2"]
+    proc = _torchrun(4, args)
+    ranks = _ranks(tmp_path / "probe")
+    assert [r["rank"] for r in ranks] == [0, 1, 2, 3] and all(r["partitioned"] for r in ranks)
+    train_cases = [c for r in ranks for c in r["held_cases"]]
+    val_cases = [c for r in ranks for c in r["val_held_cases"]]
+    # each process holds a quarter: one of the 4 training and one of the 4 validation cases, no case twice
+    assert [len(r["held_cases"]) for r in ranks] == [len(r["val_held_cases"]) for r in ranks] == [1, 1, 1, 1]
+    assert len(set(train_cases)) == len(set(val_cases)) == 4 and not set(train_cases) & set(val_cases)
+    # every case preprocessed exactly once in the whole run, by the process that holds it
+    prepared = [c for r in ranks for c in r["prepared"]]
+    assert sorted(prepared) == sorted(train_cases + val_cases)
+    for r in ranks:
+        assert sorted(r["prepared"]) == sorted(r["held_cases"] + r["val_held_cases"])
+    # training as documented: each process draws its own share's samples, all of them every epoch, in a new
+    # order each epoch, padded to the largest share so every process runs the same number of iterations
+    largest = max(len(r["all_samples"]) for r in ranks)
+    for r in ranks:
+        own = set(r["all_samples"])
+        assert {s.split(":")[0] for s in own} == set(r["held_cases"])
+        for epoch in ("1", "2"):
+            seen = r["train_seen"][epoch]
+            assert len(seen) == largest and set(seen) == own
+    assert any(r["train_seen"]["1"] != r["train_seen"]["2"] for r in ranks if len(r["all_samples"]) > 1)
+    # validation: each process its own case; the metric reduced over all four, the same on every process
+    assert [sorted(r["val_seen"]["1"]) for r in ranks] == [r["val_held_cases"] for r in ranks]
+    assert all(r["val_metrics"] == ranks[0]["val_metrics"] for r in ranks)
+    assert "this process holds" in proc.stdout + proc.stderr
+
+
+def test_multi_gpu_evaluate_writes_the_csv_of_one_process(ddp_run, single_eval, tiny_data):
+    """torchrun --nproc_per_node=2 with [train.json, multi_gpu_evaluate.json] against one process's evaluate.json."""
+    root = ddp_run["root"]
+    one_csv = (root / "eval" / "metrics_per_case.csv").read_text()  # written by single_eval (evaluate.json)
+    out = root / "eval_2p"
+    overlay = _overlay(root / "probe_eval_2p.json", root / "eval_2p_probe", EVAL_RUN)
+    files = [CONFIGS / "train.json", CONFIGS / "multi_gpu_evaluate.json", overlay]
+    _torchrun(2, _bundle_args(files, tiny_data, root, "--output_dir", str(out)))
+    r0, r1 = _ranks(root / "eval_2p_probe")
+    assert r0["world"] == r1["world"] == 2 and (len(r0["val_seen"]["1"]), len(r1["val_seen"]["1"])) == (2, 1)
+    two = list(csv.DictReader(io.StringIO((out / "metrics_per_case.csv").read_text())))
+    one = list(csv.DictReader(io.StringIO(one_csv)))
+    assert [r["uid"] for r in two] == [r["uid"] for r in one] and len(one) == 3  # same cases, same order
+    for a, b in zip(two, one):
+        assert set(a) == set(b) and {"orig_dice", "orig_hd95_mm", "orig_true_volume_ml"} <= set(a)
+        for key in a:
+            if key != "uid":
+                assert float(a[key]) == pytest.approx(float(b[key]), rel=1e-5, abs=1e-9, nan_ok=True), key
+    summary = json.loads((out / "metrics_summary.json").read_text())
+    assert summary["cases"] == 3.0
 
 
 def test_a_failing_rank_ends_every_rank_quickly(tiny_data, tmp_path):

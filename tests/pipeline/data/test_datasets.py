@@ -208,3 +208,36 @@ def test_a_disk_cache_built_by_three_processes_at_once_is_built_once(tmp_path, c
     reread = SharedCacheDataset(data=data, transform=_Counting(log), cache_dir=tmp_path / "cache")
     assert torch.equal(torch.as_tensor(reread[1][0]["label"]), torch.as_tensor(data[1]["label"])[:, :4, :4, :4])
     assert len(log.read_text().split()) == 2  # read back, not prepared again
+
+
+def _shared_disk_rank(rank, world, store_file, data, cache_dir, log, out):
+    import json
+
+    import torch.distributed as dist
+
+    dist.init_process_group("gloo", store=dist.FileStore(str(store_file), world), rank=rank, world_size=world)
+    ds = FlattenedDataset(data, _Counting(log), cache="disk", cache_dir=cache_dir, shard=True)
+    out.write_text(json.dumps({"partitioned": ds.partitioned, "uids": sorted({ds[k]["uid"] for k in range(len(ds))}),
+                               "n": len(ds)}))
+    dist.destroy_process_group()
+
+
+def test_a_shared_disk_cache_is_built_once_by_two_processes_and_read_by_both(tmp_path):
+    import json
+    import multiprocessing
+
+    ctx = multiprocessing.get_context("fork")
+    log = tmp_path / "prepared.txt"
+    data = _volumes(5)  # one datalist for both (the cache key hashes an item; tensors pickle per object)
+    procs = [ctx.Process(target=_shared_disk_rank, args=(r, 2, tmp_path / "store", data, tmp_path / "cache", log,
+                                                         tmp_path / f"rank{r}.json")) for r in range(2)]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join(60)
+    assert [p.exitcode for p in procs] == [0, 0]
+    results = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in range(2)]
+    assert sorted(log.read_text().split()) == [f"case{i}" for i in range(5)]  # each case prepared once, in all
+    for r in results:  # ... and every process indexes every case: samples shuffle across the whole set
+        assert not r["partitioned"] and r["uids"] == [f"case{i}" for i in range(5)] and r["n"] == 40
+    assert len([f for f in (tmp_path / "cache").iterdir() if f.suffix == ".pt" and not f.name.startswith(".")]) == 5
