@@ -76,7 +76,7 @@ class SharedCacheDataset(PersistentDataset):
     MONAI writes a cache file in the system's temporary folder and moves it into ``cache_dir``; across
     file systems that move is a copy, which another process can read half-written, and two processes that
     miss the same file both compute it. Here each file is written beside its final name and renamed
-    (atomic on one file system), and its build holds an exclusive lock on ``<file>.lock``: a process that
+    (atomic on one file system), and its build holds an exclusive lock on ``.locks/<file>.lock``: a process that
     finds the lock taken waits, then reads the finished file instead of computing it again.
     """
 
@@ -87,7 +87,9 @@ class SharedCacheDataset(PersistentDataset):
         hashfile = Path(self.cache_dir) / f"{name}.pt"
         if hashfile.is_file():
             return self._load(hashfile)
-        with open(hashfile.with_name(f".{hashfile.name}.lock"), "a") as lock:
+        locks = hashfile.parent / ".locks"  # kept: removing a lock file while another process waits on it is a race
+        locks.mkdir(exist_ok=True)
+        with open(locks / f"{hashfile.name}.lock", "a") as lock:
             if fcntl is not None:
                 fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes (or the process dies)
             if hashfile.is_file():  # another process built it while this one waited
