@@ -16,7 +16,8 @@ from typing import Any
 from pipeline.errors import cause_message
 from transforms.errors import InputError
 
-__all__ = ["CONFIGS_DIR_NAME", "bundle_dir", "bundle_root", "config_file", "load_config", "parsed", "root_of_config"]
+__all__ = ["CONFIGS_DIR_NAME", "bundle_dir", "bundle_root", "config_file", "load_config", "load_config_dicts", "parsed",
+           "root_of_config"]
 
 CONFIGS_DIR_NAME = "configs"
 _PACKAGE_DIR = Path(__file__).resolve().parent
@@ -114,6 +115,25 @@ def load_config(config: str | os.PathLike | Sequence[str | os.PathLike],
     except ValueError as e:  # JSON / YAML syntax errors
         raise InputError(f"config {', '.join(map(str, paths))} cannot be read: {str(e).splitlines()[0]}") from e
     parser["bundle_root"] = str(root_of_config(paths[0]))
+    for key, value in (overrides or {}).items():
+        parser[key] = value
+    return parser
+
+
+def load_config_dicts(configs: Sequence[Mapping[str, Any]], overrides: Mapping[str, Any] | None = None,
+                      bundle_root: str = ".") -> Any:
+    """A MONAI ``ConfigParser`` over config contents (later ones override earlier ones), e.g. the configs stored
+    inside a TorchScript model; ``bundle_root`` (default: the working directory) and ``overrides`` applied last."""
+    from monai.bundle import ConfigParser
+    from monai.bundle.utils import merge_kv
+
+    merged = ConfigParser(config={})
+    for config in configs:  # as MONAI merges config files (ConfigParser.load_config_files)
+        for key, value in config.items():
+            merge_kv(merged, key, value)
+    parser = ConfigParser()
+    parser.read_config(merged.get())
+    parser["bundle_root"] = bundle_root
     for key, value in (overrides or {}).items():
         parser[key] = value
     return parser

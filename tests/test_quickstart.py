@@ -29,7 +29,10 @@ def test_quickstart_runs_every_step_and_reports_where_things_went(tmp_path):
         assert (out / rel).is_file(), rel
     assert list((out / "segmentation").glob("*_lung.mhd")) and list((out / "segmentation").glob("*_qc.png"))
     assert "mean Dice" in proc.stdout and "held-out synthetic cases" in proc.stdout
-    assert "python -m pipeline segment" in proc.stdout and "quick.json" in proc.stdout  # the command for your own CT
+    # the one command for your own CT: model.ts carries its settings, no --config
+    (command,) = [ln.strip() for ln in proc.stdout.splitlines() if ln.strip().startswith("python -m pipeline segment")]
+    assert command.endswith(f"--model {out}/models/model.ts") and "--config" not in command
+    assert (out / "segmentation" / "report.html").is_file()
     for log in ("train.log", "evaluate.log", "segment.log"):
         text = (out / log).read_text()
         warned = [ln for ln in text.splitlines() if re.search(r"Warning\b|\bWARNING\b", ln)  # also FutureWarning etc.

@@ -10,7 +10,7 @@ from pathlib import Path
 
 from pipeline.cases import count_statuses
 from pipeline.device import DEVICE_CHOICES
-from pipeline.inference.outputs import LABEL_CHOICES, STATS_CSV
+from pipeline.inference.outputs import LABEL_CHOICES, REPORT_HTML, STATS_CSV
 from transforms.io import SUPPORTED_SUFFIXES
 
 __all__ = ["add_parser"]
@@ -40,6 +40,10 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--no-postprocess", action="store_true", help="keep the raw network mask (no largest component,"
                    " no hole filling)")
     p.add_argument("--no-qc", action="store_true", help="no QC picture")
+    p.add_argument("--no-report", action="store_true", help="no report.html (one page with every scan: summary,"
+                   " sortable table with QC thumbnails, volumes and flags, failures; rewritten after each scan)")
+    p.add_argument("--force", action="store_true", help="segment images whose intensities do not look like a CT in"
+                   " Hounsfield units (refused otherwise: MR, unscaled or windowed images)")
     p.add_argument("--overwrite", action="store_true", help="redo inputs whose outputs exist")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=_run)
@@ -50,10 +54,11 @@ def _run(args: argparse.Namespace) -> int:
 
     t0 = time.perf_counter()
     segmenter = LungSegmenter(args.model, args.config, args.device, args.labels, args.batch_size, args.overlap,
-                              postprocess=not args.no_postprocess, amp=args.amp)
+                              postprocess=not args.no_postprocess, amp=args.amp, force=args.force)
     results = segment_inputs(args.inputs, args.out, segmenter, overwrite=args.overwrite, qc=not args.no_qc,
-                             progress=not args.no_progress and sys.stderr.isatty())
+                             progress=not args.no_progress and sys.stderr.isatty(), report=not args.no_report)
     counts = count_statuses(results)
     print(f"segment: {counts['done']} done, {counts['skipped']} skipped, {counts['failed']} failed in "
-          f"{time.perf_counter() - t0:.1f} s -> {args.out} (stats: {Path(args.out) / STATS_CSV})")
+          f"{time.perf_counter() - t0:.1f} s -> {args.out} (stats: {Path(args.out) / STATS_CSV}"
+          + ("" if args.no_report else f", report: {Path(args.out) / REPORT_HTML}") + ")")
     return 1 if counts["failed"] else 0

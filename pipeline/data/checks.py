@@ -17,13 +17,19 @@ import SimpleITK as sitk
 from transforms import SimpleITKReader
 from transforms.errors import InputError
 
-__all__ = ["GEOMETRY_RTOL", "MAX_SPACING_MM", "check_image", "check_pair", "header", "read_ct", "spacing_missing"]
+__all__ = ["GEOMETRY_RTOL", "MAX_SPACING_MM", "check_image", "check_pair", "header", "hounsfield_problem", "read_ct",
+           "spacing_missing"]
 
 #: voxel sizes outside (0, MAX_SPACING_MM] mm are not a CT's (thicker "slices" mean a broken header)
 MAX_SPACING_MM = 20.0
 ORTHOGONAL_ATOL = 1e-3  # |D^T D - I| tolerance of the direction matrix (headers store ~6 digits)
 #: relative tolerance when comparing an image's and its mask's spacing / origin / direction
 GEOMETRY_RTOL = 1e-4
+#: a chest CT in HU has air or lung (-1100..-500 HU) and soft tissue (-200..300 HU), each in at least this share of
+#: its voxels; an MR, an unscaled or a windowed image has next to none of one of them
+AIR_HU, TISSUE_HU = (-1100.0, -500.0), (-200.0, 300.0)
+MIN_AIR_SHARE, MIN_TISSUE_SHARE = 0.005, 0.02
+_SAMPLE_VOXELS = 1_000_000  # voxels looked at for the intensity distribution (a regular subsample)
 
 
 def _last_line(e: BaseException) -> str:
@@ -45,7 +51,7 @@ def spacing_missing(path: str | os.PathLike) -> bool:
     return False
 
 
-def read_ct(path: str | os.PathLike) -> sitk.Image:
+def read_ct(path: str | os.PathLike, hounsfield: bool = True) -> sitk.Image:
     """Read a CT file or DICOM series folder and :func:`check_image` it, before any compute.
 
     Raises:
@@ -55,15 +61,39 @@ def read_ct(path: str | os.PathLike) -> sitk.Image:
     if path.is_file() and spacing_missing(path):
         raise InputError(f"'{path}': the header gives no voxel spacing (ITK would assume 1 mm): add it")
     image = SimpleITKReader().read(str(path))
-    check_image(image, str(path))
+    check_image(image, str(path), hounsfield=hounsfield)
     return image
 
 
-def check_image(image: sitk.Image, name: str) -> None:
+def hounsfield_problem(image: sitk.Image) -> str | None:
+    """Why the intensities of ``image`` do not look like a CT in Hounsfield units, or ``None`` when they do.
+
+    Judged by the distribution, not by one value: a chest CT has air or lung (-1100..-500 HU) in at least
+    0.5 % of its voxels and soft tissue (-200..300 HU) in at least 2 %. An MR (arbitrary positive units, or
+    shifted / z-scored ones that go negative), an image stored without its rescale (air near 0 or +24) or a
+    display-windowed one (0..255) lacks one of them.
+    """
+    values = sitk.GetArrayViewFromImage(image).ravel()
+    step = max(1, values.size // _SAMPLE_VOXELS)
+    sample = np.asarray(values[::step], dtype=np.float32)
+    air = float(np.mean((sample >= AIR_HU[0]) & (sample <= AIR_HU[1])))
+    tissue = float(np.mean((sample >= TISSUE_HU[0]) & (sample <= TISSUE_HU[1])))
+    if air >= MIN_AIR_SHARE and tissue >= MIN_TISSUE_SHARE:
+        return None
+    p1, p50, p99 = np.percentile(sample, [1, 50, 99])
+    what = (f"{100 * air:.2g} % of voxels at air or lung values ({AIR_HU[0]:g}..{AIR_HU[1]:g} HU) and "
+            f"{100 * tissue:.2g} % at soft tissue ({TISSUE_HU[0]:g}..{TISSUE_HU[1]:g} HU); percentiles 1/50/99: "
+            f"{p1:.0f}/{p50:.0f}/{p99:.0f}")
+    return (f"the intensities do not look like a CT in Hounsfield units ({what}): an MR, or a CT stored without its"
+            " rescale (HU = value x RescaleSlope + RescaleIntercept) or display-windowed")
+
+
+def check_image(image: sitk.Image, name: str, hounsfield: bool = True) -> None:
     """Refuse what is not a CT volume in HU on a sane grid.
 
     Checks: 3-D with at least 2 voxels per axis, one component per voxel, spacing in (0, 20] mm, orthogonal
-    direction matrix, finite values, at least one negative value (HU: air is -1000).
+    direction matrix, finite values; with ``hounsfield``, at least one negative value (HU: air is -1000) and an
+    intensity distribution of a CT (:func:`hounsfield_problem`).
 
     Raises:
         InputError: the first failed check, in one line naming ``name``.
@@ -86,10 +116,15 @@ def check_image(image: sitk.Image, name: str) -> None:
     stats.Execute(image)
     if not (math.isfinite(stats.GetMinimum()) and math.isfinite(stats.GetMaximum())) or _has_nan(image):
         raise InputError(f"'{name}': the image holds NaN or infinite values; fix or exclude this volume")
+    if not hounsfield:
+        return
     if stats.GetMinimum() >= 0:
         raise InputError(f"'{name}': no negative voxel (min {stats.GetMinimum():g}, max {stats.GetMaximum():g}): not in"
                          " Hounsfield units (air is -1000 HU); convert first: HU = value x RescaleSlope +"
                          " RescaleIntercept (DICOM tags 0028,1053 and 0028,1052; the intercept is often -1024)")
+    problem = hounsfield_problem(image)
+    if problem:
+        raise InputError(f"'{name}': {problem}; if it is a CT in HU, pass --force")
 
 
 def _has_nan(image: sitk.Image) -> bool:

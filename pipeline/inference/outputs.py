@@ -12,13 +12,14 @@ from pathlib import Path
 
 from transforms.io import SUPPORTED_SUFFIXES
 
-__all__ = ["LABEL_CHOICES", "QC_POSTFIX", "STATS_CSV", "LikeInputLayout", "output_path_like_input",
+__all__ = ["LABEL_CHOICES", "QC_POSTFIX", "REPORT_HTML", "STATS_CSV", "LikeInputLayout", "output_path_like_input",
            "output_paths", "source_name_formatter"]
 
 #: the mask's labels: ``left-right`` 1 = right lung, 2 = left lung (lungmask's convention); ``binary`` 1 = lung
 LABEL_CHOICES = ("left-right", "binary")
 QC_POSTFIX = "_qc.png"
 STATS_CSV = "lung_stats.csv"
+REPORT_HTML = "report.html"  # the run's page (pipeline.inference.run_report)
 DEFAULT_EXT = ".nii.gz"  # for inputs that are not one file of a supported format (DICOM series folders)
 
 

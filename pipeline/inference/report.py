@@ -41,7 +41,7 @@ QC_PANEL_INCHES = 5.0
 QC_DPI = 110
 QC_LINE_WIDTH = 1.0
 STATS_FIELDS = ("input", "output", "labels", "right_lung_ml", "left_lung_ml", "total_lung_ml", "mean_hu_right",
-                "mean_hu_left", "spacing_x_mm", "spacing_y_mm", "spacing_z_mm", "runtime_s")
+                "mean_hu_left", "spacing_x_mm", "spacing_y_mm", "spacing_z_mm", "runtime_s", "flags")
 _DECIMALS = 4
 
 
@@ -96,9 +96,10 @@ def _fmt(value: float) -> str:
 
 
 def stats_row(source: str, output: str, stats: LungStats, runtime_s: float,
-              labels: str = "left-right") -> dict[str, str]:
-    """One CSV row (see :data:`STATS_FIELDS`); empty mean HU where a lung is absent."""
-    row = {"input": str(source), "output": str(output), "labels": labels, "right_lung_ml": _fmt(stats.right_ml),
+              labels: str = "left-right", flags: Sequence[str] = ()) -> dict[str, str]:
+    """One CSV row (see :data:`STATS_FIELDS`); empty mean HU where a lung is absent; ``flags`` space-separated."""
+    row = {"input": str(source), "output": str(output), "labels": labels, "flags": " ".join(flags),
+           "right_lung_ml": _fmt(stats.right_ml),
            "left_lung_ml": _fmt(stats.left_ml), "total_lung_ml": _fmt(stats.total_ml),
            "mean_hu_right": _fmt(stats.mean_hu_right), "mean_hu_left": _fmt(stats.mean_hu_left),
            "runtime_s": f"{runtime_s:.2f}"}

@@ -11,22 +11,28 @@ as ``quick.json`` after it): ``network_def``, the ``preprocessing`` chain and th
 ``python -m monai.bundle run --config_file configs/inference.json`` uses. Per CT:
 
 1. **Read and check** before any compute (:func:`pipeline.data.checks.read_ct`): 3-D scalar image, spacing present
-   and in (0, 20] mm, orthogonal direction matrix, values in Hounsfield units (air is -1000 HU). This replaces the
-   chain's loading transforms (``LoadImaged``, ``EnsureChannelFirstd``, ``EnsureFinited``).
+   and in (0, 20] mm, orthogonal direction matrix, an intensity distribution of a CT in Hounsfield units (air is
+   -1000 HU; ``force`` skips this), at least :data:`MIN_EXTENT_MM` head to foot. This replaces the chain's
+   loading transforms (``LoadImaged``, ``EnsureChannelFirstd``, ``EnsureFinited``).
 2. **Resample** with the chain's ``Orientationd`` / ``Spacingd``. Run lazily, they give the grid (shape and affine,
    exactly MONAI's); when ``Spacingd`` is trilinear with border padding, SimpleITK resamples the file's voxels onto
    that grid (the same values to float rounding, without the eager chain's full-resolution transposed and float
    copies: ~2.5 s and ~1 GB less for a 512x512x300 CT); any other mode runs MONAI's transforms as they are.
 3. **Intensity**: the chain's transforms after ``Spacingd`` (HU window and normalisation).
-4. **Network**: the config's ``inferer`` (sliding window); lung = argmax > 0.
+4. **Network**: the config's ``inferer`` (sliding window); lung = argmax > 0; lung outside the body
+   (:func:`pipeline.inference.guards.body_mask` of the resampled CT) is removed and flagged.
 5. **Left / right** on the network grid (:func:`pipeline.inference.sides.assign_sides`), by world position.
 6. **Postprocessing** (``--no-postprocess`` turns it off): per lung, the largest component, holes filled.
 7. **Back to the input's geometry**: SimpleITK nearest-neighbour resampling of the uint8 labels with the input
    as reference, so origin, spacing, direction and size are exactly the input's.
+8. **Flags** (:func:`pipeline.inference.guards.case_flags`): lung outside the body, no lung, a volume implausible
+   for the scanned extent, unbalanced sides, a thin scan; each is a word in ``lung_stats.csv``'s ``flags`` column
+   and one warning line.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import time
@@ -45,21 +51,24 @@ from monai.transforms import EnsureChannelFirstd, LoadImaged, Orientationd, Spac
 
 from networks.fuse import fold_batch_norms
 from pipeline.cases import CaseResult
-from pipeline.config import config_file, load_config, parsed, root_of_config
+from pipeline.config import config_file, load_config, load_config_dicts, parsed, root_of_config
 from pipeline.data.checks import check_image, read_ct
 from pipeline.data.inputs import find_ct_inputs
 from pipeline.device import DeviceError, autocast, setup_device
 from pipeline.files import load_checkpoint, state_dict_from_checkpoint
+from pipeline.inference.guards import Flag, body_mask, case_flags
 from pipeline.inference.outputs import LABEL_CHOICES, STATS_CSV, output_paths
 from pipeline.inference.report import LungStats, lung_stats, stats_row, update_stats_csv, write_qc_png
+from pipeline.inference.run_report import write_run_report
 from pipeline.inference.sides import assign_sides, postprocess_sides
 from transforms import EnsureFinited, metatensor_to_sitk, sitk_to_metatensor
 from transforms.errors import InputError
 from transforms.functional import LUNG
-from transforms.geometry import lps_geometry, sitk_affine
+from transforms.geometry import lps_geometry, sitk_affine, voxel_volume_ml
 from transforms.io import write_sitk
 
-__all__ = ["LABEL_CHOICES", "LungSegmenter", "Segmentation", "default_config", "load_model", "segment_inputs"]
+__all__ = ["LABEL_CHOICES", "MIN_EXTENT_MM", "LungSegmenter", "Segmentation", "default_config", "load_model",
+           "segment_inputs", "stored_configs"]
 
 logger = logging.getLogger(__name__)
 
@@ -67,6 +76,15 @@ _TORCHSCRIPT_MARK = "/code/__torch__/"  # member path present in every torch.jit
 #: transforms at the head of the config's chain that :func:`read_ct` replaces (it reads and checks more)
 _LOADING = (LoadImaged, EnsureChannelFirstd, EnsureFinited)
 _SPATIAL = (Orientationd, Spacingd)
+#: a scan must cover at least this much head to foot for a 3-D network (fewer slices: mostly padding, no context)
+MIN_EXTENT_MM = 30.0
+
+
+def head_foot_extent_mm(image: sitk.Image) -> float:
+    """The scan's extent along the image axis closest to the body's head-foot direction, mm."""
+    direction = np.asarray(image.GetDirection()).reshape(3, 3)
+    axis = int(np.argmax(np.abs(direction[2])))  # LPS world z (superior) against each image axis
+    return float(image.GetSize()[axis] * image.GetSpacing()[axis])
 
 
 def default_config() -> Path:
@@ -76,6 +94,33 @@ def default_config() -> Path:
 
 def _is_torchscript(path: Path) -> bool:
     return zipfile.is_zipfile(path) and any(_TORCHSCRIPT_MARK in n for n in zipfile.ZipFile(path).namelist())
+
+
+def stored_configs(path: str | os.PathLike) -> list[dict] | None:
+    """The bundle configs that ``ckpt_export`` stored inside a TorchScript file, base config first; else ``None``.
+
+    MONAI's ``ckpt_export`` saves each ``--config_file`` as an extra file of the archive named after it without
+    extension (``extra/inference``, ``extra/quick``) beside ``extra/metadata.json``; the archive does not keep
+    their order, so the config that defines ``preprocessing`` comes first and the overlays follow by name.
+    """
+    path = Path(path)
+    if not path.is_file() or not _is_torchscript(path):
+        return None
+    configs: list[tuple[str, dict]] = []
+    with zipfile.ZipFile(path) as archive:
+        for member in archive.namelist():
+            parts = member.split("/")
+            if len(parts) >= 3 and parts[-2] == "extra" and parts[-1] != "metadata.json":
+                try:
+                    content = json.loads(archive.read(member))
+                except ValueError:
+                    continue
+                if isinstance(content, dict):
+                    configs.append((parts[-1], content))
+    if not any("preprocessing" in c for _, c in configs):
+        return None
+    configs.sort(key=lambda item: ("preprocessing" not in item[1], item[0]))
+    return [c for _, c in configs]
 
 
 def load_model(model: str | os.PathLike, parser: Any, device: torch.device | str = "cpu",
@@ -165,6 +210,7 @@ class Segmentation:
         stats: volumes and mean HU per lung.
         timings: seconds per stage: ``load``, ``preprocess``, ``network``, ``invert_postprocess``.
         notes: warnings for the user (e.g. how touching lungs were split, no lung found).
+        flags: what to look at (:func:`pipeline.inference.guards.case_flags`).
     """
 
     mask: sitk.Image
@@ -172,6 +218,7 @@ class Segmentation:
     stats: LungStats
     timings: dict[str, float] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
+    flags: list[Flag] = field(default_factory=list)
 
 
 class LungSegmenter:
@@ -181,8 +228,9 @@ class LungSegmenter:
         model: a state dict ``.pt`` (built with the config's ``network_def``), a TorchScript ``.ts``, or an
             ``nn.Module`` returning (N, C, X, Y, Z) logits. Default: ``model.pt`` in the config's ``ckpt_dir``
             (``bundle/models/model.pt`` for the bundle's own configs).
-        config: bundle config(s), later ones overriding earlier ones (default :func:`default_config`); they give
-            ``network_def``, ``preprocessing`` and ``inferer``.
+        config: bundle config(s), later ones overriding earlier ones; they give ``network_def``, ``preprocessing``
+            and ``inferer``. Default: for a TorchScript ``model`` the configs stored inside it by ``ckpt_export``
+            (:func:`stored_configs`: the model runs at its own settings), else :func:`default_config`.
         device: ``auto``, ``cpu``, ``cuda`` or ``npu`` (see :func:`pipeline.device.setup_device`); default: the
             config's ``device_name``.
         labels: ``"left-right"`` (1 right lung, 2 left lung) or ``"binary"`` (1 lung).
@@ -191,6 +239,8 @@ class LungSegmenter:
         postprocess: keep the largest component per lung and fill holes.
         amp: autocast (bfloat16 on CPU, float16 on accelerators) for the network; default: the config's ``amp``.
         overrides: further config overrides, as ``--key value`` would give them (``{"vox_spacing": 2.0}``).
+        force: segment images whose intensities do not look like a CT in HU (MR, unscaled); they are refused
+            otherwise.
 
     Raises:
         InputError: bad argument, missing or unreadable model/config, unusable device.
@@ -200,13 +250,14 @@ class LungSegmenter:
                  config: str | os.PathLike | Sequence[str | os.PathLike] | None = None, device: str | None = None,
                  labels: str = "left-right", batch_size: int | None = None, overlap: float | None = None,
                  postprocess: bool = True, amp: bool | None = None,
-                 overrides: Mapping[str, Any] | None = None) -> None:
+                 overrides: Mapping[str, Any] | None = None, force: bool = False) -> None:
         if labels not in LABEL_CHOICES:
             raise InputError(f"labels {labels!r}: expected one of {', '.join(LABEL_CHOICES)}")
         if batch_size is not None and (isinstance(batch_size, bool) or int(batch_size) != batch_size or batch_size < 1):
             raise InputError(f"batch size {batch_size!r}: expected a positive integer")
         if overlap is not None and not 0.0 <= overlap < 1.0:
             raise InputError(f"overlap {overlap!r}: expected a fraction in [0, 1)")
+        stored = stored_configs(model) if config is None and isinstance(model, (str, os.PathLike)) else None
         config = default_config() if config is None else config
         files = [config] if isinstance(config, (str, os.PathLike)) else list(config)
         name = "config " + ", ".join(f"'{f}'" for f in files)
@@ -215,7 +266,11 @@ class LungSegmenter:
             overrides["sw_batch_size"] = int(batch_size)
         if overlap is not None:
             overrides["sw_overlap"] = float(overlap)
-        self.parser = parser = load_config(files, overrides)
+        if stored:
+            files, name = [f"{model} (stored configs)"], f"the configs stored in '{model}'"
+            self.parser = parser = load_config_dicts(stored, overrides)
+        else:
+            self.parser = parser = load_config(files, overrides)
         for key in ("image_key", "preprocessing", "inferer", "output_postfix"):
             if key not in parser:
                 raise InputError(f"{name} has no '{key}': pass the bundle's inference.json (and its overlays)")
@@ -223,7 +278,8 @@ class LungSegmenter:
             self.device = setup_device(parsed(parser, "device_name", name) if device is None else device)
         except DeviceError as e:
             raise InputError(str(e)) from e
-        self.labels, self.postprocess = labels, postprocess
+        self.labels, self.postprocess, self.force = labels, postprocess, force
+        self.config_names = [str(f) for f in files]
         self.amp = bool(parsed(parser, "amp", name)) if amp is None else amp
         self.image_key = parsed(parser, "image_key", name)
         self.postfix = parsed(parser, "output_postfix", name)
@@ -237,16 +293,40 @@ class LungSegmenter:
         if self._fast:
             for t in self._spatial:
                 t.lazy = True  # shape and affine only: SimpleITK resamples the voxels (module docstring, step 2)
+        self.model_name = f"{type(model).__name__} (in memory)" if isinstance(model, torch.nn.Module) else None
         if isinstance(model, torch.nn.Module):
             self.network = fold_batch_norms(model).to(self.device)  # a folded copy: the caller's model is untouched
         else:
             if model is None:
                 ckpt_dir = parsed(parser, "ckpt_dir", name) if "ckpt_dir" in parser else None
                 model = Path(ckpt_dir or root_of_config(files[0]) / "models") / "model.pt"
+            self.model_name = str(model)
             self.network = load_model(model, parser, self.device, name)
+
+    def settings(self) -> dict[str, str]:
+        """What a report shows of this segmenter: the model and the settings it runs at."""
+        grid = [t for t in self._spatial if isinstance(t, Spacingd)]
+        spacing = getattr(grid[0].spacing_transform, "pixdim", None) if grid else None
+        return {"model": str(self.model_name), "config": ", ".join(self.config_names), "labels": self.labels,
+                "device": str(self.device), "network grid spacing (mm)": str(np.round(np.asarray(spacing), 3).tolist())
+                if spacing is not None else "n/a",
+                "sliding window": f"roi {list(getattr(self.inferer, 'roi_size', []))}, overlap "
+                                  f"{getattr(self.inferer, 'overlap', 0)}",
+                "postprocess": str(self.postprocess), "amp": str(self.amp), "force": str(self.force)}
 
     def preprocess(self, image: sitk.Image) -> MetaTensor:
         """(1, X, Y, Z) float32 normalised CT on the network grid, RAS affine (see module docstring, steps 2-3)."""
+        return self.normalise(self.resample(image))
+
+    def normalise(self, grid: MetaTensor) -> MetaTensor:
+        """The chain's intensity transforms (module docstring, step 3) on a CT in HU on the network grid."""
+        data = {self.image_key: grid}
+        for t in self._intensity:
+            data = t(data)
+        return data[self.image_key]
+
+    def resample(self, image: sitk.Image) -> MetaTensor:
+        """(1, X, Y, Z) float32 CT in HU on the network grid, RAS affine (module docstring, step 2)."""
         key = self.image_key
         if self._fast:
             size = tuple(image.GetSize())
@@ -273,8 +353,6 @@ class LungSegmenter:
             data = {key: sitk_to_metatensor(image)}
             for t in self._spatial:
                 data = t(data)
-        for t in self._intensity:
-            data = t(data)
         return data[key]
 
     def predict(self, image: MetaTensor) -> np.ndarray:
@@ -298,29 +376,41 @@ class LungSegmenter:
                 image = metatensor_to_sitk(source)
                 check_image(image, str(source.meta.get("filename_or_obj", "<in-memory image>")))
             else:
-                image = read_ct(source)
+                image = read_ct(source, hounsfield=not self.force)
+            name = str(source) if isinstance(source, (str, os.PathLike)) else "<in-memory image>"
+            extent = head_foot_extent_mm(image)
+            if extent < MIN_EXTENT_MM:
+                raise InputError(f"'{name}': the scan covers {extent:g} mm head to foot ({image.GetSize()} voxels of "
+                                 f"{tuple(round(v, 3) for v in image.GetSpacing())} mm); a 3-D network needs at least "
+                                 f"{MIN_EXTENT_MM:g} mm of the chest: segment the whole series (the folder of all its "
+                                 "slices), not single slices")
             timings["load"], t0 = time.perf_counter() - t0, time.perf_counter()
-            grid = self.preprocess(image)
+            hu = self.resample(image)
+            body = body_mask(hu[0].numpy(), axial_axis=int(np.argmax(np.abs(np.asarray(hu.affine)[2, :3]))))
+            grid = self.normalise(hu)
             timings["preprocess"], t0 = time.perf_counter() - t0, time.perf_counter()
             lung = self.predict(grid)
+            outside = lung & ~body
+            outside_ml = float(outside.sum()) * voxel_volume_ml([float(v) for v in
+                                                                np.linalg.norm(np.asarray(grid.affine)[:3, :3], axis=0)])
+            lung &= body
             timings["network"], t0 = time.perf_counter() - t0, time.perf_counter()
         notes += [str(w.message).splitlines()[0] for w in caught if issubclass(w.category, UserWarning)
                   and "DICOM series" in str(w.message)]
         affine = np.asarray(grid.affine, dtype=np.float64)
         labels, how = assign_sides(lung, affine)
-        if how == "empty":
-            notes.append("no lung found")
-        elif how != "components":
+        if how not in ("empty", "components"):  # no lung at all is a flag (step 8)
             notes.append(f"the lungs touch: left and right were separated by the {how}")
         if self.postprocess:
             postprocess_sides(labels)
         mask = sitk.Resample(_grid_image(labels, affine), image, sitk.Transform(), sitk.sitkNearestNeighbor, 0,
                              sitk.sitkUInt8)
         stats = lung_stats(image, mask)
+        flags = case_flags(stats.right_ml, stats.left_ml, extent, outside_ml)
         if self.labels == "binary":
             mask = sitk.Cast(mask > 0, sitk.sitkUInt8) * LUNG
         timings["invert_postprocess"] = time.perf_counter() - t0
-        return Segmentation(mask, image, stats, timings, notes)
+        return Segmentation(mask, image, stats, timings, notes, flags)
 
     def segment_file(self, source: str | os.PathLike, out_dir: str | os.PathLike, overwrite: bool = False,
                      qc: bool = True) -> CaseResult:
@@ -339,12 +429,14 @@ class LungSegmenter:
             write_sitk(seg.mask, out)  # the SimpleITK mask as it is, atomically (no MetaTensor round trip)
             if qc:
                 s = seg.stats
+                remarks = seg.notes + [f.name for f in seg.flags]
                 title = (f"{Path(source).name}: right {s.right_ml:.0f} mL, left {s.left_ml:.0f} mL, "
-                         f"total {s.total_ml:.0f} mL" + (f" ({'; '.join(seg.notes)})" if seg.notes else ""))
+                         f"total {s.total_ml:.0f} mL" + (f" ({'; '.join(remarks)})" if remarks else ""))
                 write_qc_png(png, seg.image, seg.mask, title, binary=self.labels == "binary")
             seg.timings["write"] = time.perf_counter() - t1
             runtime = time.perf_counter() - t0
-            update_stats_csv(Path(out_dir) / STATS_CSV, stats_row(str(source), out, seg.stats, runtime, self.labels))
+            update_stats_csv(Path(out_dir) / STATS_CSV, stats_row(str(source), out, seg.stats, runtime, self.labels,
+                                                                  [f.name for f in seg.flags]))
         except InputError as e:
             return CaseResult(str(source), "failed", str(e), out, time.perf_counter() - t0)
         except Exception as e:  # noqa: BLE001 - one broken case must not stop the batch; say what happened
@@ -352,16 +444,29 @@ class LungSegmenter:
             first = str(e).strip().splitlines()[0] if str(e).strip() else ""
             return CaseResult(str(source), "failed", f"'{source}': {type(e).__name__}: {first}", out,
                               time.perf_counter() - t0)
-        return CaseResult(str(source), "done", "; ".join(seg.notes), out, runtime, seg.timings)
+        return CaseResult(str(source), "done", "; ".join(seg.notes), out, runtime, seg.timings,
+                          tuple(f"{f.name}: {f.message}" for f in seg.flags))
 
 
 def segment_inputs(inputs: Sequence[str | os.PathLike], out_dir: str | os.PathLike, segmenter: LungSegmenter,
-                   overwrite: bool = False, qc: bool = True, progress: bool = True) -> list[CaseResult]:
+                   overwrite: bool = False, qc: bool = True, progress: bool = True,
+                   report: bool = True) -> list[CaseResult]:
     """Segment every CT found in ``inputs`` (files, DICOM folders, folders of either) one after another.
 
     A bad input (missing, unreadable, failing :func:`check_image`, colliding output name) is logged as one
-    ``failed: ...`` line and the run goes on. Returns one :class:`CaseResult` per input found (or not found).
+    ``failed: ...`` line and the run goes on. With ``report``, ``out_dir/report.html``
+    (:mod:`pipeline.inference.run_report`) is rewritten after each input. Returns one :class:`CaseResult` per
+    input found (or not found).
     """
+    started = time.perf_counter()
+
+    def write_report(finished: bool) -> None:
+        if report:
+            Path(out_dir).mkdir(parents=True, exist_ok=True)
+            write_run_report(out_dir, results, segmenter.settings(),
+                             lambda source: output_paths(source, out_dir, segmenter.postfix)[1],
+                             time.perf_counter() - started, finished)
+
     from tqdm import tqdm
     from tqdm.contrib.logging import logging_redirect_tqdm
 
@@ -392,4 +497,8 @@ def segment_inputs(inputs: Sequence[str | os.PathLike], out_dir: str | os.PathLi
                 logger.error("failed: " + " ".join(result.message.split()))
             elif result.message:
                 logger.warning(f"'{source}': {result.message}")
+            for line in result.warnings:  # one line per flag
+                logger.warning(f"'{source}': {line}")
+            write_report(finished=False)
+    write_report(finished=True)
     return results

@@ -309,7 +309,7 @@ def test_rerun_skips_and_overwrite_redoes(stub, tmp_path):
     assert [r.status for r in segment_inputs([tmp_path], out, stub, overwrite=True, progress=False)] == ["done"]
     with open(out / STATS_CSV, newline="") as f:
         assert len(list(csv.DictReader(f))) == 1  # one row per input, replaced on reruns
-    assert sorted(p.name for p in out.iterdir()) == ["ct_lung.nii.gz", "ct_qc.png", STATS_CSV]  # no temporaries
+    assert sorted(p.name for p in out.iterdir()) == ["ct_lung.nii.gz", "ct_qc.png", STATS_CSV, "report.html"]  # no temporaries
 
 
 def test_same_output_name_from_two_folders_fails_the_second(stub, tmp_path):

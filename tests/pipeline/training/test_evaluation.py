@@ -127,7 +127,7 @@ def test_per_case_csv_reports_the_scan_geometry_beside_the_grid(tmp_path):
         {"image": str(tmp_path / "case.mhd"), "label": str(tmp_path / "case_mask.mhd"), "uid": "case"})
     assert tuple(item["image"].shape) == (1, 32, 40, 20)
     grid_label = item["label"]
-    pred = torch.cat([grid_label == 0, grid_label > 0]).float()  # perfect on the grid
+    pred = torch.cat([grid_label == 0, grid_label > 0]).float().as_tensor()  # perfect on the grid
     from monai.data import MetaTensor
 
     pred = MetaTensor(pred, affine=item["image"].affine)
