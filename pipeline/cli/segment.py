@@ -39,6 +39,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                    " where the CPU has native bf16); default: the config's amp, off")
     p.add_argument("--no-postprocess", action="store_true", help="keep the raw network mask (no largest component,"
                    " no hole filling)")
+    p.add_argument("--no-body-mask", action="store_true", help="keep lung the network finds outside the body (the"
+                   " body mask fails only where the field of view holds almost no body tissue, e.g. a crop inside"
+                   " the lungs)")
     p.add_argument("--no-qc", action="store_true", help="no QC picture")
     p.add_argument("--no-report", action="store_true", help="no report.html (one page with every scan: summary,"
                    " sortable table with QC thumbnails, volumes and flags, failures; rewritten after each scan)")
@@ -54,7 +57,8 @@ def _run(args: argparse.Namespace) -> int:
 
     t0 = time.perf_counter()
     segmenter = LungSegmenter(args.model, args.config, args.device, args.labels, args.batch_size, args.overlap,
-                              postprocess=not args.no_postprocess, amp=args.amp, force=args.force)
+                              postprocess=not args.no_postprocess, amp=args.amp, force=args.force,
+                              body_guard=not args.no_body_mask)
     results = segment_inputs(args.inputs, args.out, segmenter, overwrite=args.overwrite, qc=not args.no_qc,
                              progress=not args.no_progress and sys.stderr.isatty(), report=not args.no_report)
     counts = count_statuses(results)

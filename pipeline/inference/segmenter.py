@@ -241,6 +241,8 @@ class LungSegmenter:
         overrides: further config overrides, as ``--key value`` would give them (``{"vox_spacing": 2.0}``).
         force: segment images whose intensities do not look like a CT in HU (MR, unscaled); they are refused
             otherwise.
+        body_guard: remove lung outside the body (:func:`pipeline.inference.guards.body_mask`); off only for a
+            field of view with almost no body tissue in it (a crop inside the lungs), where the mask can fail.
 
     Raises:
         InputError: bad argument, missing or unreadable model/config, unusable device.
@@ -250,7 +252,7 @@ class LungSegmenter:
                  config: str | os.PathLike | Sequence[str | os.PathLike] | None = None, device: str | None = None,
                  labels: str = "left-right", batch_size: int | None = None, overlap: float | None = None,
                  postprocess: bool = True, amp: bool | None = None,
-                 overrides: Mapping[str, Any] | None = None, force: bool = False) -> None:
+                 overrides: Mapping[str, Any] | None = None, force: bool = False, body_guard: bool = True) -> None:
         if labels not in LABEL_CHOICES:
             raise InputError(f"labels {labels!r}: expected one of {', '.join(LABEL_CHOICES)}")
         if batch_size is not None and (isinstance(batch_size, bool) or int(batch_size) != batch_size or batch_size < 1):
@@ -278,7 +280,7 @@ class LungSegmenter:
             self.device = setup_device(parsed(parser, "device_name", name) if device is None else device)
         except DeviceError as e:
             raise InputError(str(e)) from e
-        self.labels, self.postprocess, self.force = labels, postprocess, force
+        self.labels, self.postprocess, self.force, self.body_guard = labels, postprocess, force, body_guard
         self.config_names = [str(f) for f in files]
         self.amp = bool(parsed(parser, "amp", name)) if amp is None else amp
         self.image_key = parsed(parser, "image_key", name)
@@ -312,7 +314,8 @@ class LungSegmenter:
                 if spacing is not None else "n/a",
                 "sliding window": f"roi {list(getattr(self.inferer, 'roi_size', []))}, overlap "
                                   f"{getattr(self.inferer, 'overlap', 0)}",
-                "postprocess": str(self.postprocess), "amp": str(self.amp), "force": str(self.force)}
+                "postprocess": str(self.postprocess), "body mask guard": str(self.body_guard), "amp": str(self.amp),
+                "force": str(self.force)}
 
     def preprocess(self, image: sitk.Image) -> MetaTensor:
         """(1, X, Y, Z) float32 normalised CT on the network grid, RAS affine (see module docstring, steps 2-3)."""
@@ -386,7 +389,8 @@ class LungSegmenter:
                                  "slices), not single slices")
             timings["load"], t0 = time.perf_counter() - t0, time.perf_counter()
             hu = self.resample(image)
-            body = body_mask(hu[0].numpy(), axial_axis=int(np.argmax(np.abs(np.asarray(hu.affine)[2, :3]))))
+            body = (body_mask(hu[0].numpy(), axial_axis=int(np.argmax(np.abs(np.asarray(hu.affine)[2, :3]))))
+                    if self.body_guard else np.ones(hu.shape[1:], dtype=bool))
             grid = self.normalise(hu)
             timings["preprocess"], t0 = time.perf_counter() - t0, time.perf_counter()
             lung = self.predict(grid)

@@ -373,9 +373,13 @@ def test_multi_gpu_evaluate_writes_the_csv_of_one_process(ddp_run, single_eval, 
     root = ddp_run["root"]
     one_csv = (root / "eval" / "metrics_per_case.csv").read_text()  # written by single_eval (evaluate.json)
     out = root / "eval_2p"
-    overlay = _overlay(root / "probe_eval_2p.json", root / "eval_2p_probe", EVAL_RUN)
+    overlay = root / "probe_eval_2p.json"  # the probe around the "run" list, which `monai.bundle run` executes
+    overlay.write_text(json.dumps({"probe": {"_target_": "tests.bundle.test_distributed.RankProbe",
+                                             "out_dir": str(root / "eval_2p_probe")}, "run": EVAL_RUN}))
     files = [CONFIGS / "train.json", CONFIGS / "multi_gpu_evaluate.json", overlay]
-    _torchrun(2, _bundle_args(files, tiny_data, root, "--output_dir", str(out)))
+    args = _bundle_args(files, tiny_data, root, "--output_dir", str(out))
+    assert args[:2] == ["run", "training"]
+    _torchrun(2, ["run", *args[2:]])  # the documented command: `monai.bundle run` (its "run" list)
     r0, r1 = _ranks(root / "eval_2p_probe")
     assert r0["world"] == r1["world"] == 2 and (len(r0["val_seen"]["1"]), len(r1["val_seen"]["1"])) == (2, 1)
     two = list(csv.DictReader(io.StringIO((out / "metrics_per_case.csv").read_text())))

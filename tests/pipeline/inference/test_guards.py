@@ -68,6 +68,9 @@ def test_the_segment_tool_never_calls_outside_air_lung_and_flags_it(tmp_path, ca
     assert not mask[outside].any()  # not one voxel of air outside the body
     np.testing.assert_array_equal(mask > 0, truth > 0)
     assert [f.name for f in seg.flags] == ["outside_body"] and "mL outside the body" in seg.flags[0].message
+    unguarded = LungSegmenter(ThresholdNet(), device="cpu", postprocess=False, body_guard=False).segment(image)
+    assert (sitk.GetArrayFromImage(unguarded.mask)[outside] > 0).mean() > 0.5  # --no-body-mask: outside air kept
+    assert "outside_body" not in [f.name for f in unguarded.flags]
     # through the batch tool: the flags column and one warning line per flag
     with caplog.at_level(logging.WARNING, logger="pipeline.inference.segmenter"):
         (result,) = segment_inputs([tmp_path / "chest.nii.gz"], tmp_path / "out", raw, progress=False)
