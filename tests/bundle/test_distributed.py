@@ -338,7 +338,7 @@ def test_four_processes_each_prepare_and_hold_a_quarter_and_shuffle_their_own_sh
     files = [CONFIGS / "train.json", CONFIGS / "multi_gpu_train.json", overlay]
     args = ["run", "training", "--config_file", repr([str(f) for f in files]), "--dataset_dir", str(eight_cases),
             "--bundle_root", str(tmp_path), *TINY, "--val_fraction", "0.5", "--split_seed", "2", "--batch_size", "2",
-            "--epochs", "2"]
+            "--epochs", "2", "--val_interval", "2"]
     proc = _torchrun(4, args)
     ranks = _ranks(tmp_path / "probe")
     assert [r["rank"] for r in ranks] == [0, 1, 2, 3] and all(r["partitioned"] for r in ranks)
@@ -363,7 +363,8 @@ def test_four_processes_each_prepare_and_hold_a_quarter_and_shuffle_their_own_sh
             assert len(seen) == largest and set(seen) == own
     assert any(r["train_seen"]["1"] != r["train_seen"]["2"] for r in ranks if len(r["all_samples"]) > 1)
     # validation: each process its own case; the metric reduced over all four, the same on every process
-    assert [sorted(r["val_seen"]["1"]) for r in ranks] == [r["val_held_cases"] for r in ranks]
+    assert all(list(r["val_seen"]) == ["2"] for r in ranks)  # validated once, after epoch 2 (--val_interval 2)
+    assert [sorted(r["val_seen"]["2"]) for r in ranks] == [r["val_held_cases"] for r in ranks]
     assert all(r["val_metrics"] == ranks[0]["val_metrics"] for r in ranks)
     assert "this process holds" in proc.stdout + proc.stderr
 
