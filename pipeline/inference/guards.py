@@ -30,6 +30,9 @@ FULL_CHEST_MM = 250.0
 MIN_SIDE_SHARE = 0.33
 #: scans covering less than this (mm, head to foot) hold only part of the lungs: volumes are not comparable
 THIN_SCAN_MM = 100.0
+#: lung outside the body below this (mL) is removed without a flag: voxels where the body's edge and the resampled
+#: lung meet, not a model that misreads the scan
+OUTSIDE_BODY_MIN_ML = 5.0
 #: the flags, in the order the CSV lists them
 FLAGS = ("outside_body", "no_lung", "implausible_volume", "unbalanced", "thin_scan")
 
@@ -80,12 +83,13 @@ def case_flags(right_ml: float, left_ml: float, extent_mm: float, outside_ml: fl
     Args:
         right_ml, left_ml: lung volumes after the guards (for binary labels the total may be all "right").
         extent_mm: the scan's head-to-foot extent (mm).
-        outside_ml: lung the network placed outside the body (removed before the statistics).
+        outside_ml: lung the network placed outside the body (removed before the statistics); flagged from
+            :data:`OUTSIDE_BODY_MIN_ML`.
         sides: whether right and left were separated (``False``: no ``unbalanced`` check).
     """
     total = right_ml + left_ml
     flags: list[Flag] = []
-    if outside_ml > 0:
+    if outside_ml >= OUTSIDE_BODY_MIN_ML:
         flags.append(Flag("outside_body", f"the network labelled {outside_ml:.0f} mL outside the body as lung; removed "
                                           "(a sign that the model does not fit this scan: check the QC picture)"))
     if total <= 0:

@@ -83,6 +83,7 @@ def test_the_segment_tool_never_calls_outside_air_lung_and_flags_it(tmp_path, ca
 @pytest.mark.parametrize("case, expected", [
     (dict(right_ml=3000, left_ml=2500, extent_mm=300), []),
     (dict(right_ml=3000, left_ml=2500, extent_mm=300, outside_ml=480), ["outside_body"]),
+    (dict(right_ml=3000, left_ml=2500, extent_mm=300, outside_ml=2), []),  # edge voxels: removed, not flagged
     (dict(right_ml=0, left_ml=0, extent_mm=300), ["no_lung"]),
     (dict(right_ml=400, left_ml=350, extent_mm=300), ["implausible_volume"]),
     (dict(right_ml=6000, left_ml=5000, extent_mm=300), ["implausible_volume"]),
