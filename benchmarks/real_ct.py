@@ -67,19 +67,28 @@ def main(argv: list[str] | None = None) -> int:
             parser.error(f"--{name} {getattr(args, name)}: not a folder")
     import numpy as np
     import SimpleITK as sitk
+    from segment import cpu_name
 
     from pipeline.inference.segmenter import LungSegmenter
-    from segment import cpu_name
+    from transforms.errors import InputError
 
     pairs = pair_inputs(args.images, args.masks)
     if not pairs:
         parser.error(f"no CT under {args.images} has a mask of the same name in {args.masks}")
-    segmenter = LungSegmenter(args.model, args.config)
+    try:
+        segmenter = LungSegmenter(args.model, args.config)
+    except InputError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
     rows = []
     print(f"machine: {cpu_name()}; model {args.model}; {len(pairs)} scans with reference masks")
     print(f"{'scan':<40} {'Dice':>7} {'ours mL':>9} {'ref mL':>9}  flags")
     for source, mask_path in pairs:
-        seg = segmenter.segment(source)
+        try:
+            seg = segmenter.segment(source)
+        except InputError as e:  # one bad scan is reported and skipped, as the segment tool does
+            print(f"{source.name:<40} skipped: {e}")
+            continue
         ours = sitk.GetArrayFromImage(seg.mask) > 0
         ref_image = sitk.ReadImage(str(mask_path))
         reference = sitk.GetArrayFromImage(ref_image) > 0

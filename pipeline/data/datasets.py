@@ -86,14 +86,14 @@ class SharedCacheDataset(PersistentDataset):
         name = self.hash_func(item_transformed).decode("utf-8") + self.transform_hash
         hashfile = Path(self.cache_dir) / f"{name}.pt"
         if hashfile.is_file():
-            return self._load(hashfile)
+            return torch.load(hashfile, weights_only=self.weights_only)
         locks = hashfile.parent / ".locks"  # kept: removing a lock file while another process waits on it is a race
         locks.mkdir(exist_ok=True)
         with open(locks / f"{hashfile.name}.lock", "a") as lock:
             if fcntl is not None:
                 fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes (or the process dies)
             if hashfile.is_file():  # another process built it while this one waited
-                return self._load(hashfile)
+                return torch.load(hashfile, weights_only=self.weights_only)
             result = self._pre_transform(deepcopy(item_transformed))
             tmp = hashfile.with_name(f".{hashfile.name}.{os.getpid()}.tmp")
             try:
@@ -104,9 +104,6 @@ class SharedCacheDataset(PersistentDataset):
             finally:
                 tmp.unlink(missing_ok=True)
         return result
-
-    def _load(self, path: Path) -> Any:
-        return torch.load(path, weights_only=self.weights_only)
 
 
 def volume_dataset(
@@ -281,21 +278,17 @@ class ShardSampler(DistributedSampler):
     def __init__(self, dataset: FlattenedDataset, shuffle: bool = True, seed: int = 0, even_divisible: bool = True,
                  num_replicas: int | None = None, rank: int | None = None) -> None:
         self.partitioned = bool(getattr(dataset, "partitioned", False))
-        self.everything = False
         if num_replicas is None:
             num_replicas = getattr(dataset, "world_size", None) or devices.get_world_size()
         if rank is None:
             rank = getattr(dataset, "rank", None) if num_replicas > 1 else 0
             rank = devices.get_rank() if rank is None else rank
-        if self.partitioned:
-            torch.utils.data.Sampler.__init__(self)
-            self.dataset, self.num_replicas, self.rank = dataset, int(num_replicas), int(rank)
-            self.shuffle, self.seed, self.epoch, self.drop_last = bool(shuffle), int(seed), 0, False
+        if self.partitioned:  # MONAI's attributes (epoch, seed, ...), then this process's own sample count
+            super().__init__(dataset, num_replicas=num_replicas, rank=rank, shuffle=shuffle, seed=seed)
             self.num_samples = int(dataset.samples_per_process) if even_divisible else len(dataset)
             self.total_size = self.num_samples * self.num_replicas
         elif not even_divisible and len(dataset) < num_replicas:
             super().__init__(dataset, even_divisible=True, num_replicas=1, rank=0, shuffle=shuffle, seed=seed)
-            self.everything = True
         else:
             super().__init__(dataset, even_divisible=even_divisible, num_replicas=num_replicas, rank=rank,
                              shuffle=shuffle, seed=seed)

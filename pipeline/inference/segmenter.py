@@ -80,10 +80,14 @@ _SPATIAL = (Orientationd, Spacingd)
 MIN_EXTENT_MM = 30.0
 
 
+def head_foot_axis(direction: np.ndarray) -> int:
+    """The image axis closest to the body's head-foot direction (world z, in LPS and in RAS alike)."""
+    return int(np.argmax(np.abs(np.asarray(direction, dtype=np.float64).reshape(3, 3)[2])))
+
+
 def head_foot_extent_mm(image: sitk.Image) -> float:
-    """The scan's extent along the image axis closest to the body's head-foot direction, mm."""
-    direction = np.asarray(image.GetDirection()).reshape(3, 3)
-    axis = int(np.argmax(np.abs(direction[2])))  # LPS world z (superior) against each image axis
+    """The scan's extent along :func:`head_foot_axis`, mm."""
+    axis = head_foot_axis(np.asarray(image.GetDirection()))
     return float(image.GetSize()[axis] * image.GetSpacing()[axis])
 
 
@@ -389,14 +393,14 @@ class LungSegmenter:
                                  "slices), not single slices")
             timings["load"], t0 = time.perf_counter() - t0, time.perf_counter()
             hu = self.resample(image)
-            body = (body_mask(hu[0].numpy(), axial_axis=int(np.argmax(np.abs(np.asarray(hu.affine)[2, :3]))))
+            _, grid_spacing, grid_direction = lps_geometry(np.asarray(hu.affine, dtype=np.float64))
+            body = (body_mask(hu[0].numpy(), axial_axis=head_foot_axis(grid_direction))
                     if self.body_guard else np.ones(hu.shape[1:], dtype=bool))
             grid = self.normalise(hu)
             timings["preprocess"], t0 = time.perf_counter() - t0, time.perf_counter()
             lung = self.predict(grid)
             outside = lung & ~body
-            outside_ml = float(outside.sum()) * voxel_volume_ml([float(v) for v in
-                                                                np.linalg.norm(np.asarray(grid.affine)[:3, :3], axis=0)])
+            outside_ml = float(outside.sum()) * voxel_volume_ml(grid_spacing)
             lung &= body
             timings["network"], t0 = time.perf_counter() - t0, time.perf_counter()
         notes += [str(w.message).splitlines()[0] for w in caught if issubclass(w.category, UserWarning)

@@ -10,14 +10,20 @@ from pathlib import Path
 import pytest
 import torch
 
+from transforms.functional import LUNA16_HU_MEAN, LUNA16_HU_STD
+
 REPO = Path(__file__).resolve().parents[2]
 
 
 class Threshold(torch.nn.Module):
     """Lung where the normalised CT is below -500 HU (the reference's normalisation constants)."""
 
+    def __init__(self) -> None:
+        super().__init__()
+        self.std, self.mean = LUNA16_HU_STD, LUNA16_HU_MEAN
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        hu = x * 459.512 - 642.794
+        hu = x * self.std + self.mean
         return torch.cat([torch.zeros_like(hu), -500.0 - hu], dim=1)
 
 
