@@ -12,13 +12,16 @@ __all__ = ["add_parser"]
 def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("synth", help="write a synthetic LUNA16 dataset", description=(
         "Write CT phantoms with LUNA16-style lung masks (labels 3 left lung, 4 right lung, 5 trachea) in the "
-        "reference's layout: OUT/lung_ct_image/<uid>.mhd and OUT/seg-lungs-LUNA16/<uid>.mhd."))
+        "reference's layout: OUT/lung_ct_image/<uid>.mhd and OUT/seg-lungs-LUNA16/<uid>.mhd. By default an adult "
+        "chest at true scale (trunk 280-380 mm wide, lungs 2-5 L; whole chests, abdomen scans of the lung bases and "
+        "cropped fields of view) drawn on a coarse 128 x 128 grid of 2.5-5 mm pixels."))
     p.add_argument("out", help="output folder (the dataset root)")
     p.add_argument("--cases", type=int, default=8, help="number of cases (default 8)")
     p.add_argument("--seed", type=int, default=0, help="random seed; the same seed gives the same bytes (default 0)")
     p.add_argument("--shape", type=int, nargs=3, metavar=("X", "Y", "Z"), default=None,
-                   help="voxels per case (default: in-plane 128, slices drawn per case)")
-    p.add_argument("--full-size", action="store_true", help="512 x 512 x N scans, like real LUNA16 (for benchmarks)")
+                   help="voxels per case of a small patient that fills the grid (0.6-0.9 mm pixels; for fast tests)")
+    p.add_argument("--full-size", action="store_true",
+                   help="the adult chest on LUNA16's grid: 512 x 512 pixels of 0.5-0.98 mm (for benchmarks)")
     p.add_argument("--workers", type=int, default=1, help="processes (default 1)")
     p.set_defaults(func=_run)
 

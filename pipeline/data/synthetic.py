@@ -2,19 +2,27 @@
 
 Each case is an int16 HU volume and a uint8 mask with LUNA16's labels (3 left lung, 4 right lung,
 5 trachea), stored as ``OUT/lung_ct_image/<uid>.mhd`` + ``.zraw`` and ``OUT/seg-lungs-LUNA16/<uid>.mhd``
-+ ``.zraw`` with LUNA16-like geometry: anisotropic spacing (in-plane 0.6-0.9 mm, x = y; slices
-1-2.5 mm), negative origins, LPS world space; every 4th case has a flipped x/y direction (like some
-LUNA16 headers) with the anatomy still on the correct side in world coordinates.
++ ``.zraw`` with LUNA16-like geometry: negative origins, LPS world space; every 4th case has a flipped x/y
+direction (like some LUNA16 headers) with the anatomy still on the correct side in world coordinates.
 
-Anatomy (in-plane sizes scale with the field of view, the body filling 70-85 % of it; heights scale
-with the scanned length): air, a scanner table, subcutaneous fat, soft tissue, two asymmetric lungs
-(right bigger) on domed diaphragms with brighter vessels, heart and aorta, trachea (label 5 above the
-carina) and main bronchi (label 5 outside the lungs; inside a lung they carry that lung's label),
-spine with discs, ribs and sternum, liver, a gastric air bubble, Gaussian noise and, in some cases,
-the scanner's out-of-field value outside a circular field of view. The same seed gives the same bytes.
-(About 450 lines: one recipe whose organs are drawn in one shared coordinate frame.)
+**True scale (the default).** An adult chest in millimetres: trunk 280-380 mm wide, lungs 200-280 mm from apex
+to base (2-5 L), drawn on a coarse grid by default (128 x 128 pixels of 2.5-5 mm, slices of 2.5-3.5 mm: fast,
+for recipes that train at 2.5 mm or coarser) or on LUNA16's (``full_size``: 512 x 512 pixels of 0.5-0.98 mm,
+slices of 1-2.5 mm). Each scan is a whole chest (70 %), the lung bases under an abdomen (15 %, an abdomen scan)
+or a field of view narrower than the patient (15 %, the body cut at both sides); arms down beside the chest in
+about a third; the scanner's out-of-field value (-2048, -3024, -1024 = a stored 0 under a rescale intercept of
+-1024, or none); bowel gas under the diaphragm; noise from standard to low dose; emphysematous lungs (darker, with
+bullae) in a fifth and one consolidated (airless, still labelled lung) region in about a sixth.
+An explicit ``shape`` draws a small patient that fills the grid instead (0.6-0.9 mm pixels, 1-2.5 mm slices,
+chest only): the tests' fast phantoms.
 
-Why our own: MONAI's ``create_test_image_3d`` makes random spheres, not a CT with lungs. (About 450 lines: the
+Anatomy (in-plane sizes relative to the body, heights relative to the chest's length): air, a scanner table,
+subcutaneous fat, soft tissue, two asymmetric lungs (right bigger) on domed diaphragms with brighter vessels,
+heart and aorta, trachea (label 5 above the carina) and main bronchi (label 5 outside the lungs; inside a lung
+they carry that lung's label), spine with discs, ribs and sternum, liver, a gastric air bubble and Gaussian
+noise. The same seed gives the same bytes.
+
+Why our own: MONAI's ``create_test_image_3d`` makes random spheres, not a CT with lungs. (About 550 lines: the
 anatomy is one drawing, each structure placed relative to the others.)
 """
 
@@ -43,14 +51,22 @@ __all__ = ["UID_PREFIX", "Tissue", "TISSUE_HU", "SyntheticCase", "render_case", 
 
 UID_PREFIX = "1.3.6.1.4.1.14519.5.2.1.6279.6001."
 UID_DIGITS = 30
-DEFAULT_INPLANE = 128  # default grid: a "small patient", fast to make
-DEFAULT_SLICES = (64, 96)
+DEFAULT_INPLANE = 128  # default grid: an adult chest drawn coarse (2.5-4.5 mm pixels), fast to make
+DEFAULT_SLICE_SPACING_MM = (2.5, 3.5)
 FULL_INPLANE = 512  # --full-size: LUNA16's 512 x 512 x N
-FULL_SLICES = (200, 350)
-FULL_LENGTH_MM = (300.0, 420.0)
+FULL_INPLANE_SPACING_MM = (0.5, 0.98)  # LUNA16's in-plane range
 MIN_SIZE = 16  # smallest grid (each axis) on which the anatomy is still drawn
-INPLANE_SPACING_MM = (0.6, 0.9)
+INPLANE_SPACING_MM = (0.6, 0.9)  # an explicit shape: a small patient filling the grid (tests' fast phantoms)
 SLICE_SPACING_MM = (1.0, 2.5)
+# true scale (default and full size): an adult chest in millimetres
+BODY_WIDTH_MM = (280.0, 380.0)  # left-right skin to skin
+LUNG_HEIGHT_MM = (200.0, 280.0)  # apex to the lowest point of the bases
+TRUE_LUNG_WIDTH, TRUE_LUNG_DEPTH = 1.08, 1.12  # lung half-axes over the small patient's (shares of the body)
+COVERAGE = (("chest", 0.7), ("bases", 0.15), ("cropped", 0.15))  # whole chest; lung bases (abdomen scan); cropped FOV
+ARMS_DOWN = 0.25  # share of scans with the arms down beside the chest (else up, out of the field of view)
+EMPHYSEMA, CONSOLIDATION = 0.2, 0.15  # shares of scans with emphysematous lungs / one consolidated region
+TRUE_SCALE_NOISE_HU = (8.0, 45.0)  # standard dose to low dose at a coarse voxel
+TRUE_SCALE_OUT_OF_FIELD = (None, -2048, -3024, -1024)  # -1024: a stored 0 under a rescale intercept of -1024
 SLICE_SPACING_STEP_MM = 0.125  # exact binary fractions, like 1.25 and 2.5
 FLIP_EVERY = 4  # cases with index % 4 == 3 get a flipped x/y direction
 IDENTITY = (1.0, 0.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0, 1.0)
@@ -102,23 +118,72 @@ class SyntheticCase:
 
 
 def _grid_size(rng: np.random.Generator, shape: Sequence[int] | None, full_size: bool) -> tuple[int, int, int, float]:
-    """(nx, ny, nz, slice spacing mm)."""
-    step = SLICE_SPACING_STEP_MM
-    sz = round(rng.uniform(*SLICE_SPACING_MM) / step) * step
-    if shape is not None:
-        if full_size:
-            raise InputError("give either shape or full_size=True, not both")
-        try:
-            nx, ny, nz = (int(n) for n in shape)
-        except (TypeError, ValueError) as err:
-            raise InputError(f"shape must be three integers (X, Y, Z) in voxels, got {shape!r}") from err
-        if min(nx, ny, nz) < MIN_SIZE:
-            raise InputError(f"shape (X, Y, Z) must be at least {MIN_SIZE} voxels per axis, got {(nx, ny, nz)}")
-        return nx, ny, nz, sz
+    """(nx, ny, nz, slice spacing mm) of an explicit ``shape`` (the small patient's grid), validated."""
     if full_size:
-        nz = int(np.clip(round(rng.uniform(*FULL_LENGTH_MM) / sz), *FULL_SLICES))
-        return FULL_INPLANE, FULL_INPLANE, nz, sz
-    return DEFAULT_INPLANE, DEFAULT_INPLANE, int(rng.integers(DEFAULT_SLICES[0], DEFAULT_SLICES[1] + 1)), sz
+        raise InputError("give either shape or full_size=True, not both")
+    try:
+        nx, ny, nz = (int(n) for n in shape)
+    except (TypeError, ValueError) as err:
+        raise InputError(f"shape must be three integers (X, Y, Z) in voxels, got {shape!r}") from err
+    if min(nx, ny, nz) < MIN_SIZE:
+        raise InputError(f"shape (X, Y, Z) must be at least {MIN_SIZE} voxels per axis, got {(nx, ny, nz)}")
+    step = SLICE_SPACING_STEP_MM
+    return nx, ny, nz, round(rng.uniform(*SLICE_SPACING_MM) / step) * step
+
+
+@dataclass(frozen=True)
+class _TrueScale:
+    """The true-scale draws of one phantom (default and full-size grids): grid, body size, coverage, extras."""
+
+    nx: int
+    ny: int
+    nz: int
+    sz: float
+    sxy: float
+    fill: float  # body width / in-plane field of view
+    length_mm: float  # the whole chest's drawing length (t = 0..1)
+    t_range: tuple[float, float]  # the scanned part of it
+    z_lung: tuple[float, float]  # lung base and apex in t
+    coverage: str
+    arms: tuple[float, float, float] | None  # arm radius, gap to the body (mm), vertical offset (share of b)
+    out_of_field: int | None
+    noise_hu: float
+    emphysema: float  # HU subtracted from the parenchyma (0: healthy)
+    consolidation: tuple[int, float, float, float, float] | None  # lung index, t, u/v offsets, radius mm
+    gas: list  # bowel gas pockets: (t, u offset, v offset, radius mm, half-height in t)
+
+
+def _true_scale(seed: int, full_size: bool) -> _TrueScale:
+    """Draw an adult chest's sizes in millimetres and the grid that holds it (its own random stream)."""
+    rng = np.random.default_rng([seed, 1])
+    U = lambda lo, hi: float(rng.uniform(lo, hi))  # noqa: E731
+    coverage = str(rng.choice([c for c, _ in COVERAGE], p=[w for _, w in COVERAGE]))
+    arms_down = coverage != "cropped" and rng.random() < ARMS_DOWN
+    width = U(*BODY_WIDTH_MM)
+    fill = U(0.95, 1.1) if coverage == "cropped" else U(0.56, 0.64) if arms_down else U(0.70, 0.85)
+    n = FULL_INPLANE if full_size else DEFAULT_INPLANE
+    sxy = float(np.clip(width / fill / n, *FULL_INPLANE_SPACING_MM)) if full_size else width / fill / n
+    sxy = round(sxy, 4)
+    fill = width / (n * sxy)
+    z_base, z_apex = U(0.06, 0.16), U(0.83, 0.93)
+    length = U(*LUNG_HEIGHT_MM) / (z_apex - z_base)
+    t_range = (0.0, 1.0)
+    if coverage == "bases":  # an abdomen scan: upper abdomen and the lung bases
+        t_range = (U(-0.45, -0.25), z_base + U(0.25, 0.45) * (z_apex - z_base))
+    step = SLICE_SPACING_STEP_MM
+    sz = round(U(*(SLICE_SPACING_MM if full_size else DEFAULT_SLICE_SPACING_MM)) / step) * step
+    nz = max(MIN_SIZE, round((t_range[1] - t_range[0]) * length / sz))
+    out_of_field = None if coverage == "cropped" else TRUE_SCALE_OUT_OF_FIELD[int(rng.integers(4))]
+    arms = (U(40.0, 55.0), U(8.0, 30.0), U(-0.15, 0.15)) if arms_down else None
+    emphysema = U(50.0, 100.0) if rng.random() < EMPHYSEMA else 0.0
+    consolidation = None
+    if rng.random() < CONSOLIDATION:
+        consolidation = (int(rng.integers(2)), z_base + U(0.1, 0.4) * (z_apex - z_base), U(-0.3, 0.3), U(0.0, 0.4),
+                         U(25.0, 50.0))
+    gas = [(U(t_range[0], z_base - 0.01), U(-0.5, 0.65), U(-0.6, 0.3), U(10.0, 35.0), U(0.02, 0.06))
+           for _ in range(int(rng.integers(4, 13)))]
+    return _TrueScale(n, n, int(nz), float(sz), sxy, fill, length, t_range, (z_base, z_apex), coverage, arms,
+                      out_of_field, U(*TRUE_SCALE_NOISE_HU), emphysema, consolidation, gas)
 
 
 def _spline_weights(n: int, nodes: int) -> np.ndarray:
@@ -162,8 +227,9 @@ def render_case(seed: int, shape: Sequence[int] | None = None, full_size: bool =
 
     Args:
         seed: any non-negative int; every random choice comes from it.
-        shape: (X, Y, Z) voxels, or None for the default small grid (128 x 128 x 64..96).
-        full_size: 512 x 512 x (200..350) like LUNA16 (for benchmarks; a few seconds).
+        shape: (X, Y, Z) voxels of a small patient filling the grid (tests), or None for an adult chest at
+            true scale on the default coarse grid (128 x 128 pixels, see the module docstring).
+        full_size: the adult chest on LUNA16's grid, 512 x 512 pixels of 0.5-0.98 mm (benchmarks; a few seconds).
         flipped: x/y-flipped direction; None means ``seed % 4 == 3``.
 
     Raises:
@@ -171,22 +237,32 @@ def render_case(seed: int, shape: Sequence[int] | None = None, full_size: bool =
     """
     rng = np.random.default_rng(seed)
     U = lambda lo, hi: float(rng.uniform(lo, hi))  # noqa: E731  (one draw, readable below)
-    nx, ny, nz, sz = _grid_size(rng, shape, full_size)
     flipped = seed % FLIP_EVERY == FLIP_EVERY - 1 if flipped is None else flipped
-    sxy = round(U(*INPLANE_SPACING_MM), 6)
+    true = None
+    if shape is None:
+        true = _true_scale(seed, full_size)
+        nx, ny, nz, sz, sxy = true.nx, true.ny, true.nz, true.sz, true.sxy
+    else:
+        nx, ny, nz, sz = _grid_size(rng, shape, full_size)
+        sxy = round(U(*INPLANE_SPACING_MM), 6)
     fov = np.array([nx * sxy, ny * sxy, nz * sz])
     r_mm = min(fov[0], fov[1]) / 2
     u_axis = (((np.arange(nx) + 0.5) * sxy - fov[0] / 2) / r_mm).astype(np.float32)
     v_axis = (((np.arange(ny) + 0.5) * sxy - fov[1] / 2) / r_mm).astype(np.float32)
+    length = true.length_mm if true else fov[2]  # the drawing's head-foot length: t = 0..1
+    t_lo, t_hi = true.t_range if true else (0.0, 1.0)
 
     # Body, table, chest wall (z-independent), drawn in the window holding body and table.
-    a = U(0.35, 0.425) * 2  # body half-width: 70-85 % of the field of view
+    a = true.fill if true else U(0.35, 0.425) * 2  # body half-width (units of R): 70-85 % of a small patient's grid
     b = a * U(0.62, 0.74)
     u0, v0 = U(-0.04, 0.04), U(-0.10, -0.02)
     fat = U(0.04, 0.10) * a
     table_top = v0 + b + U(0.02, 0.05)
     margin = 4 * sxy / r_mm + 0.02
-    xs = np.flatnonzero(np.abs(u_axis - u0) <= a + margin)
+    arm_r, arm_gap, arm_v = (true.arms[0] / r_mm, true.arms[1] / r_mm, v0 + true.arms[2] * b) if true and true.arms \
+        else (0.0, 0.0, 0.0)
+    reach = a + arm_gap + 2 * arm_r
+    xs = np.flatnonzero(np.abs(u_axis - u0) <= reach + margin)
     ys = np.flatnonzero((v_axis >= v0 - b - margin) & (v_axis <= table_top + 0.05 + margin))
     win = (slice(ys[0], ys[-1] + 1), slice(xs[0], xs[-1] + 1))
     u, v = np.broadcast_arrays(u_axis[None, win[1]], v_axis[win[0], None])
@@ -198,7 +274,16 @@ def render_case(seed: int, shape: Sequence[int] | None = None, full_size: bool =
     table = (v >= table_top) & (v <= table_top + 0.05) & (np.abs(u - u0) <= 0.9 * a)
     base = np.full(u.shape, Tissue.AIR, np.uint8)
     base[table], base[body], base[inner] = Tissue.TABLE, Tissue.FAT, Tissue.SOFT_TISSUE
-    out_of_field = OUT_OF_FIELD_CHOICES[int(rng.integers(len(OUT_OF_FIELD_CHOICES)))]
+    if arm_r:  # arms down beside the chest: skin and fat, muscle, the humerus
+        for side in (-1, 1):
+            cu = u0 + side * (a + arm_gap + arm_r)
+            base[_ellipse(u, v, cu, arm_v, arm_r, 0.9 * arm_r) <= 1] = Tissue.FAT
+            base[_ellipse(u, v, cu, arm_v, 0.85 * arm_r, 0.75 * arm_r) <= 1] = Tissue.SOFT_TISSUE
+            base[_ellipse(u, v, cu, arm_v, 0.25 * arm_r, 0.25 * arm_r) <= 1] = Tissue.BONE
+    if true:
+        out_of_field = true.out_of_field
+    else:
+        out_of_field = OUT_OF_FIELD_CHOICES[int(rng.integers(len(OUT_OF_FIELD_CHOICES)))]
     full_base = np.full((ny, nx), Tissue.AIR, np.uint8)
     outside_fov = np.zeros((ny, nx), bool)
     if out_of_field is not None:
@@ -217,9 +302,11 @@ def render_case(seed: int, shape: Sequence[int] | None = None, full_size: bool =
     spine_zone = _ellipse(u, v, u0, v_sp + 0.05 * a, r_vb + 0.05 * a, r_vb + 0.10 * a) <= 1
 
     # Lungs (right = patient right = -u, bigger) on domed diaphragms; heights in t.
-    z_base, z_apex = U(0.06, 0.16), U(0.83, 0.93)
+    z_base, z_apex = true.z_lung if true else (U(0.06, 0.16), U(0.83, 0.93))
     height = z_apex - z_base
     gap, a_left, b_lung, v_lung = U(0.10, 0.14) * a, U(0.34, 0.40) * a, U(0.55, 0.65) * b, v0 + U(0.02, 0.10) * b
+    if true:  # an adult's lungs fill more of the chest than a small patient's drawing (2-5 L)
+        a_left, b_lung = a_left * TRUE_LUNG_WIDTH, b_lung * TRUE_LUNG_DEPTH
     a_right = a_left * U(1.05, 1.15)
     lungs = []  # (label, ellipse q, lowest t per pixel, hilum u)
     # the left lung leaves room for the heart (cardiac notch): further from the midline
@@ -241,9 +328,10 @@ def render_case(seed: int, shape: Sequence[int] | None = None, full_size: bool =
     trachea_q = _ellipse(u, v, u0, v_tr, r_tr, r_tr)
     t_carina = z_base + U(0.62, 0.70) * height
     t_hilum = t_carina - U(0.06, 0.10) * height
-    z_mm = (np.arange(nz) + 0.5) * sz
-    carina_mm = np.array([u0 * r_mm, v_tr * r_mm, t_carina * fov[2]])
-    bronchi = [np.array([hu * r_mm, (v_lung - 0.1 * b) * r_mm, t_hilum * fov[2]]) for *_, hu in lungs]
+    t_slices = t_lo + (np.arange(nz) + 0.5) / nz * (t_hi - t_lo)
+    z_mm = t_slices * length
+    carina_mm = np.array([u0 * r_mm, v_tr * r_mm, t_carina * length])
+    bronchi = [np.array([hu * r_mm, (v_lung - 0.1 * b) * r_mm, t_hilum * length]) for *_, hu in lungs]
     r_bronchus = 0.7 * r_tr * r_mm
     liver = (cage <= 1) & (u < u0 + 0.25 * a)
     liver_top = np.where(liver, lungs[1][2], -1.0)
@@ -255,7 +343,7 @@ def render_case(seed: int, shape: Sequence[int] | None = None, full_size: bool =
     rib_angle = np.arctan2(np.abs(u - u0) / a, (v - v0) / b)  # 0 at the back, pi at the front
     ribs_allowed = rib_ring & ~((np.abs(u - u0) < 0.15 * a) & (v < v0))
     sternum = rib_ring & (np.abs(u - u0) < 0.06 * a) & (v < v0)
-    disc_period = height * fov[2] / 12  # about twelve thoracic vertebrae along the lungs
+    disc_period = height * length / 12  # about twelve thoracic vertebrae along the lungs
 
     # Vessels: where two smooth random fields are both near zero (curves in 3-D), thicker near the hila.
     nodes_z = max(4, round(FIELD_NODES * fov[2] / (2 * r_mm)))
@@ -271,19 +359,33 @@ def render_case(seed: int, shape: Sequence[int] | None = None, full_size: bool =
     vessel_width = U(*VESSEL_WIDTH) * np.clip(1.4 - hilum_dist, 0.35, 1.4)
     gravity = LUNG_GRAVITY_HU * np.clip((v - v_lung) / (2 * b_lung) + 0.5, 0.0, 1.0)
     noise_hu = U(*NOISE_HU)
+    if true:
+        noise_hu = true.noise_hu
+        gas = [(tc, u0 + du * a, v0 + dv * b, rad / r_mm, half) for tc, du, dv, rad, half in true.gas]
+        consolidation = None
+        if true.consolidation:
+            i, tc, du, dv, rad = true.consolidation
+            _, side, half, medial, depth = sides[i]
+            consolidation = (tc, u0 + side * (medial + half) + du * half, v_lung + dv * depth, rad / r_mm,
+                             rad / length)
 
     ct = np.empty((nz, ny, nx), np.int16)
     mask = np.zeros((nz, ny, nx), np.uint8)
     tissue = np.empty((nz, ny, nx), np.uint8)
     edge_hu, centre_hu = VESSEL_HU
     for k in range(nz):
-        t = (k + 0.5) / nz
+        t = t_slices[k]
         tis, lab = base.copy(), mask[k][win]
         if t < z_base + 0.3 * height:  # abdomen: liver under the right dome, gastric bubble under the left
             tis[t < liver_top] = Tissue.LIVER
             if stomach is not None and abs(t - stomach[2]) < 0.05:
                 size = np.sqrt(1 - ((t - stomach[2]) / 0.05) ** 2)
                 tis[_ellipse(u, v, stomach[0], stomach[1], 0.15 * a * size, 0.12 * b * size) <= 1] = Tissue.AIRWAY
+            for tc, gu, gv, rad, half in gas if true else ():  # bowel gas
+                if abs(t - tc) < half:
+                    size = np.sqrt(1 - ((t - tc) / half) ** 2)
+                    pocket = (_ellipse(u, v, gu, gv, rad * size, 0.8 * rad * size) <= 1) & (base == Tissue.SOFT_TISSUE)
+                    tis[pocket & ~spine_zone & (t >= liver_top)] = Tissue.AIRWAY
         exclude = static_exclude
         if z_base < t < z_apex:
             tis[aorta <= 1] = Tissue.BLOOD
@@ -323,6 +425,14 @@ def render_case(seed: int, shape: Sequence[int] | None = None, full_size: bool =
         if lung_all.any():  # what is still lung or vessel after airways and bones were drawn over it
             vessels, parenchyma = tis == Tissue.VESSEL, tis == Tissue.LUNG
             hu[parenchyma] += gravity[parenchyma] + LUNG_TEXTURE_HU * field[0][parenchyma]
+            if true and true.emphysema:  # darker parenchyma with bullae where the second field is high
+                hu[parenchyma] -= true.emphysema
+                hu[parenchyma & (field[1] > 1.3)] = -990.0
+            if true and consolidation and abs(t - consolidation[0]) < consolidation[4]:
+                tc, cu, cv, rad, half = consolidation
+                size = np.sqrt(1 - ((t - tc) / half) ** 2)
+                solid = (parenchyma | vessels) & (_ellipse(u, v, cu, cv, rad * size, rad * size) <= 1)
+                hu[solid] = TISSUE_HU[Tissue.SOFT_TISSUE] - 20.0  # airless lung: still lung
             hu[vessels] = centre_hu + (edge_hu - centre_hu) * (vessel_m[vessels] / vessel_width[vessels])
         full = np.full((ny, nx), TISSUE_HU[Tissue.AIR], np.float32)
         full[win] = ndimage.gaussian_filter(hu, PARTIAL_VOLUME_SIGMA, truncate=2.0, mode="nearest")
@@ -437,7 +547,7 @@ def generate_dataset(out: str | os.PathLike, cases: int = 8, seed: int = 0, shap
         raise InputError(f"cases must be >= 1, got {cases!r}")
     if int(workers) < 1:
         raise InputError(f"workers must be >= 1, got {workers!r}")
-    if shape is not None or full_size:
+    if shape is not None:
         _grid_size(np.random.default_rng(0), shape, full_size)  # validate before writing anything
     Path(out).mkdir(parents=True, exist_ok=True)
     jobs = [(str(out), seed, i, shape, full_size) for i in range(int(cases))]

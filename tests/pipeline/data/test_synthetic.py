@@ -17,7 +17,7 @@ from transforms.functional import LUNA16_LEFT_LUNG, LUNA16_RIGHT_LUNG, LUNA16_TR
 
 UID_RE = re.compile(r"^1\.3\.6\.1\.4\.1\.14519\.5\.2\.1\.6279\.6001\.[1-9]\d{29}$")
 CASES = 4  # index 3 is the flipped one
-SEEDS = [0, 1, 2, 4]  # render_case seeds; 1 and 4 have an out-of-field value, 0 and 2 none
+SEEDS = [1, 6, 10, 15]  # whole chests: -2048 out of field; emphysema + consolidation; no circular field; arms down
 LUNGS = (LUNA16_LEFT_LUNG, LUNA16_RIGHT_LUNG)
 
 
@@ -34,6 +34,13 @@ def case(request) -> synthetic.SyntheticCase:
 
 def files_of(root: Path) -> dict[str, bytes]:
     return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+def away_from_air(tissue: np.ndarray, kind: Tissue) -> np.ndarray:
+    """Voxels of one tissue not next to air in-plane (where real-CT HU are read: partial volume with air aside)."""
+    air = np.isin(tissue, (Tissue.AIR, Tissue.OUT_OF_FIELD, Tissue.AIRWAY))
+    near = ndimage.binary_dilation(air, structure=np.array([[[0, 1, 0], [1, 1, 1], [0, 1, 0]]], bool))
+    return (tissue == kind) & ~near
 
 
 def world_centroid(image: sitk.Image, selected: np.ndarray) -> np.ndarray:
@@ -71,12 +78,12 @@ def test_written_geometry(dataset):
         ct = sitk.ReadImage(str(out / luna16.IMAGE_DIR / f"{uid}.mhd"))
         mask = sitk.ReadImage(str(out / luna16.MASK_DIR / f"{uid}.mhd"))
         assert ct.GetPixelID() == sitk.sitkInt16 and mask.GetPixelID() == sitk.sitkUInt8
-        assert ct.GetSize() == mask.GetSize() and ct.GetSize()[:2] == (128, 128) and 64 <= ct.GetSize()[2] <= 96
+        assert ct.GetSize() == mask.GetSize() and ct.GetSize()[:2] == (128, 128) and ct.GetSize()[2] >= 16
         np.testing.assert_allclose(ct.GetSpacing(), mask.GetSpacing())
         np.testing.assert_allclose(ct.GetOrigin(), mask.GetOrigin())
         np.testing.assert_allclose(ct.GetDirection(), mask.GetDirection())
         sx, sy, sz = ct.GetSpacing()
-        assert sx == sy and 0.6 <= sx <= 0.9 and 1.0 <= sz <= 2.5
+        assert sx == sy and 2.0 <= sx <= 5.5 and 2.5 <= sz <= 3.5  # an adult chest drawn coarse
         flipped = index % 4 == 3
         assert ct.GetDirection() == (synthetic.FLIPPED_XY if flipped else synthetic.IDENTITY)
         if not flipped:
@@ -96,7 +103,8 @@ def test_left_lung_on_patient_left_in_world(dataset):
         trachea = world_centroid(image, mask == LUNA16_TRACHEA)
         bone = world_centroid(image, (ct > 400) & (np.abs(np.arange(ct.shape[2]) - ct.shape[2] / 2) < 8))
         assert left[0] > right[0], (uid, left, right)
-        assert trachea[2] > lungs[2]  # airway above the lungs' centre
+        if (mask == LUNA16_TRACHEA).any():  # not in an abdomen scan of the lung bases
+            assert trachea[2] > lungs[2]  # airway above the lungs' centre
         assert bone[1] > lungs[1]  # spine behind the lungs
 
 
@@ -122,9 +130,9 @@ def test_tissue_hu(case):
     ct, tissue = case.ct, case.tissue
     assert ct.dtype == np.int16 and case.mask.dtype == np.uint8 and ct.shape == case.mask.shape == tissue.shape
     lung_median = np.median(ct[np.isin(case.mask, LUNGS)])
-    assert -900 <= lung_median <= -750
+    assert -950 <= lung_median <= -750  # -950: emphysema
     assert 0 <= np.median(ct[tissue == Tissue.SOFT_TISSUE]) <= 80
-    assert -150 <= np.median(ct[tissue == Tissue.FAT]) <= -50
+    assert -150 <= np.median(ct[away_from_air(tissue, Tissue.FAT)]) <= -50
     assert (ct[tissue == Tissue.BONE] > 400).mean() > 0.5
     vessels = ct[tissue == Tissue.VESSEL]
     # vessels a voxel or two wide lose contrast to partial volume, as in real CT
@@ -152,6 +160,83 @@ def test_labels_and_lung_fraction(case):
 def test_out_of_field_variants():
     values = {render_case(seed, shape=(32, 32, 16)).out_of_field for seed in range(8)}
     assert values == set(synthetic.OUT_OF_FIELD_CHOICES)
+    assert {synthetic._true_scale(seed, False).out_of_field for seed in range(16)} == set(
+        synthetic.TRUE_SCALE_OUT_OF_FIELD)
+
+
+# ---------------------------------------------------------------- true scale (the default)
+
+
+def _trunk(case) -> np.ndarray:
+    """The patient's trunk: body tissue connected to the lungs (arms, table and out-of-field air left out)."""
+    body = ~np.isin(case.tissue, (Tissue.AIR, Tissue.OUT_OF_FIELD, Tissue.TABLE))
+    inside = np.zeros_like(body)
+    for k in range(body.shape[0]):
+        parts, _ = ndimage.label(ndimage.binary_fill_holes(body[k]))
+        lung = case.mask[k] > 0
+        keep = np.unique(parts[lung & (parts > 0)]) if lung.any() else np.unique(parts[parts > 0])[:0]
+        inside[k] = np.isin(parts, keep)
+    return inside
+
+
+@pytest.mark.parametrize("seed", [1, 3, 6, 10, 11, 15, 17, 20])
+def test_whole_chest_phantoms_have_an_adult_s_sizes_and_hounsfield_units(seed):
+    """Ranges of adult chest CT: trunk 280-380 mm wide and 180-300 mm deep, lungs 2-7 L (right > left) over
+    200-280 mm head to foot; tissue HU means: lung -950..-750, fat -130..-70, muscle 20..70, liver 45..80,
+    blood 30..60, bone > 300, air -1000 (each read away from air, as on a real scan)."""
+    case = render_case(seed)
+    assert synthetic._true_scale(seed, False).coverage == "chest"
+    sx, sy, sz = case.spacing
+    trunk = _trunk(case)
+    level = int(np.argmax((np.isin(case.mask, LUNGS)).sum(axis=(1, 2))))
+    rows, cols = np.nonzero(trunk[level])
+    width, depth = (cols.max() - cols.min() + 1) * sx, (rows.max() - rows.min() + 1) * sy
+    assert 280 <= width <= 385 and 180 <= depth <= 300, (width, depth)
+    voxel_l = sx * sy * sz / 1e6
+    right, left = ((case.mask == label).sum() * voxel_l for label in (LUNA16_RIGHT_LUNG, LUNA16_LEFT_LUNG))
+    assert 2.0 <= right + left <= 7.0 and right > left, (right, left)
+    slices = np.flatnonzero(np.isin(case.mask, LUNGS).any(axis=(1, 2)))
+    assert 190 <= (slices[-1] - slices[0] + 1) * sz <= 290
+    ct, tissue = case.ct.astype(np.float32), case.tissue
+    means = {t: ct[away_from_air(tissue, t)].mean() for t in (Tissue.FAT, Tissue.SOFT_TISSUE, Tissue.LIVER, Tissue.BONE)}
+    assert -950 <= ct[np.isin(case.mask, LUNGS)].mean() <= -750
+    assert -130 <= means[Tissue.FAT] <= -70 and 20 <= means[Tissue.SOFT_TISSUE] <= 70
+    assert 45 <= means[Tissue.LIVER] <= 80 and means[Tissue.BONE] > 300
+    assert 30 <= np.median(ct[tissue == Tissue.BLOOD]) <= 60
+    assert abs(np.median(ct[tissue == Tissue.AIR]) + 1000) <= 10
+
+
+def test_abdomen_scans_cropped_fields_arms_and_diseased_lungs():
+    draws = {seed: synthetic._true_scale(seed, False) for seed in range(24)}
+    assert {d.coverage for d in draws.values()} == {"chest", "bases", "cropped"}
+    assert any(d.arms for d in draws.values()) and any(d.emphysema for d in draws.values())
+    assert any(d.consolidation for d in draws.values())
+
+    bases = render_case(5)  # lung bases under an abdomen: gas in the bowel, none of it lung
+    assert draws[5].coverage == "bases"
+    lung_l = np.isin(bases.mask, LUNGS).sum() * np.prod(bases.spacing) / 1e6
+    assert 0.1 <= lung_l <= 2.0
+    lowest_lung = np.flatnonzero(np.isin(bases.mask, LUNGS).any(axis=(1, 2)))[0]
+    gas = (bases.tissue[:lowest_lung] == Tissue.AIRWAY) & (bases.mask[:lowest_lung] == 0)
+    assert gas.sum() * np.prod(bases.spacing) / 1e3 > 10  # mL of bowel gas below the lungs
+    assert (bases.ct[:lowest_lung][gas] < -700).mean() > 0.8
+
+    cropped = render_case(0)  # a field of view narrower than the patient: the body runs off both sides
+    body = ~np.isin(cropped.tissue, (Tissue.AIR, Tissue.TABLE))
+    assert draws[0].coverage == "cropped" and cropped.out_of_field is None
+    assert body[:, :, 0].any() and body[:, :, -1].any()
+
+    arms = render_case(15)  # arms down: two limbs beside the trunk, each with a humerus
+    level = int(np.argmax(np.isin(arms.mask, LUNGS).sum(axis=(1, 2))))
+    parts, n = ndimage.label(~np.isin(arms.tissue[level], (Tissue.AIR, Tissue.OUT_OF_FIELD, Tissue.TABLE)))
+    assert n == 3 and (arms.tissue[level][parts != parts[tuple(np.argwhere(arms.mask[level] > 0)[0])]]
+                       == Tissue.BONE).any()
+
+    emphysema, healthy = render_case(6), render_case(1)
+    lung_hu = [np.median(c.ct[c.tissue == Tissue.LUNG]) for c in (emphysema, healthy)]
+    assert lung_hu[0] < lung_hu[1] - 40
+    solid = (np.isin(emphysema.mask, LUNGS)) & (emphysema.ct > -100)  # consolidation: dense yet labelled lung
+    assert solid.sum() * np.prod(emphysema.spacing) / 1e3 > 10
 
 
 def test_recognisable_at_2_5_mm():
@@ -165,7 +250,7 @@ def test_recognisable_at_2_5_mm():
 
 
 def test_seed_varies_the_anatomy():
-    a, b = render_case(20), render_case(21)
+    a, b = render_case(20), render_case(22)
     assert a.ct.shape != b.ct.shape or (a.mask == 3).sum() != (b.mask == 3).sum()
     assert a.spacing != b.spacing
 
@@ -211,6 +296,7 @@ def test_write_case_shape_mismatch(tmp_path):
 def test_full_size():
     c = render_case(2, full_size=True)
     nz, ny, nx = c.ct.shape
-    assert (ny, nx) == (512, 512) and 200 <= nz <= 350
+    assert (ny, nx) == (512, 512) and 0.5 <= c.spacing[0] <= 0.98 and 1.0 <= c.spacing[2] <= 2.5
+    assert 150 <= nz * c.spacing[2] <= 450  # mm head to foot
     assert set(np.unique(c.mask)) == {0, *LUNGS, LUNA16_TRACHEA}
     assert -900 <= np.median(c.ct[np.isin(c.mask, LUNGS)]) <= -750
