@@ -100,6 +100,12 @@ def check_image(image: sitk.Image, name: str, hounsfield: bool = True) -> None:
     """
     size = image.GetSize()
     if image.GetDimension() != 3 or min(size) < 2:
+        one_slice = image.GetDimension() in (2, 3) and sorted(size)[-2] >= 2 and max(size[2:], default=1) <= 1
+        if one_slice:
+            problem = hounsfield_problem(image) if hounsfield and image.GetNumberOfComponentsPerPixel() == 1 else None
+            raise InputError(f"'{name}': expected a 3-D CT volume, got a single slice (a 2-D image of size {size}):"
+                             " segment the whole series (the folder of all its slices)"
+                             + (f"; besides, {problem}" if problem else ""))
         raise InputError(f"'{name}': expected a 3-D CT volume, got a {image.GetDimension()}-D image of size {size}")
     if image.GetNumberOfComponentsPerPixel() != 1:
         raise InputError(f"'{name}': expected one value per voxel (a grey-scale CT), got "

@@ -19,6 +19,8 @@ __all__ = ["IMAGE_SUFFIXES", "find_ct_inputs", "inference_datalist", "is_dicom_s
 
 #: single-file formats read by :class:`transforms.SimpleITKReader`
 IMAGE_SUFFIXES = SUPPORTED_SUFFIXES
+#: a DICOM file named on its own is read alone (a folder's .dcm files are read as the series they form)
+DICOM_FILE_SUFFIX = ".dcm"
 #: folders of masks in a LUNA16 root, skipped when a whole dataset folder is given
 MASK_FOLDERS = {MASK_DIR, NORMALIZED_MASK_DIR}
 
@@ -48,8 +50,8 @@ def find_ct_inputs(paths: str | os.PathLike | Sequence[str | os.PathLike], recur
     """Expand the user's inputs into a sorted list of CT files and DICOM series folders.
 
     Args:
-        paths: files (.mhd, .mha, .nrrd, .nii, .nii.gz), DICOM series folders, or folders of such
-            inputs (searched recursively when ``recursive``).
+        paths: files (.mhd, .mha, .nrrd, .nii, .nii.gz, or one .dcm file), DICOM series folders, or folders of
+            such inputs (searched recursively when ``recursive``).
 
     Raises:
         InputError: a path does not exist, or nothing usable was found (naming what was looked for).
@@ -61,7 +63,7 @@ def find_ct_inputs(paths: str | os.PathLike | Sequence[str | os.PathLike], recur
         if not p.exists():
             raise InputError(f"input '{p}' does not exist")
         if p.is_file():
-            if not _is_image_file(p):
+            if not _is_image_file(p) and not p.name.lower().endswith(DICOM_FILE_SUFFIX):
                 raise InputError(f"input '{p}' is not a supported image file (expected {', '.join(IMAGE_SUFFIXES)} "
                                  "or a DICOM folder)")
             found.append(str(p))

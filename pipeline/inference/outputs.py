@@ -28,6 +28,8 @@ def _split_name(source: str) -> tuple[str, str]:
     name = os.path.basename(os.path.normpath(str(source)))
     low = name.lower()
     ext = next((name[len(name) - len(s):] for s in SUPPORTED_SUFFIXES if low.endswith(s)), "")
+    if not ext and low.endswith(".dcm"):  # one DICOM file: its mask is written as NIfTI
+        return name[:-4], ""
     return (name[: len(name) - len(ext)] if ext else name), ext
 
 

@@ -12,15 +12,18 @@ as ``quick.json`` after it): ``network_def``, the ``preprocessing`` chain and th
 
 1. **Read and check** before any compute (:func:`pipeline.data.checks.read_ct`): 3-D scalar image, spacing present
    and in (0, 20] mm, orthogonal direction matrix, an intensity distribution of a CT in Hounsfield units (air is
-   -1000 HU; ``force`` skips this), at least :data:`MIN_EXTENT_MM` head to foot. This replaces the chain's
-   loading transforms (``LoadImaged``, ``EnsureChannelFirstd``, ``EnsureFinited``).
+   -1000 HU; ``force`` skips this), at least two slices. This replaces the chain's loading transforms
+   (``LoadImaged``, ``EnsureChannelFirstd``, ``EnsureFinited``). A scan under :data:`MIN_EXTENT_MM` head to foot
+   (a few slices) is segmented as a slab (:func:`as_slab`): its slices repeated to :data:`SLAB_MM`, so the 3-D
+   network reads lungs that continue above and below; the mask keeps only the scan's own slices.
 2. **Resample** with the chain's ``Orientationd`` / ``Spacingd``. Run lazily, they give the grid (shape and affine,
    exactly MONAI's); when ``Spacingd`` is trilinear with border padding, SimpleITK resamples the file's voxels onto
    that grid (the same values to float rounding, without the eager chain's full-resolution transposed and float
    copies: ~2.5 s and ~1 GB less for a 512x512x300 CT); any other mode runs MONAI's transforms as they are.
 3. **Intensity**: the chain's transforms after ``Spacingd`` (HU window and normalisation).
-4. **Network**: the config's ``inferer`` (sliding window); lung = argmax > 0; lung outside the body
-   (:func:`pipeline.inference.guards.body_mask` of the resampled CT) is removed and flagged.
+4. **Network**: the config's ``inferer`` (sliding window) over the body's bounding box
+   (:func:`pipeline.inference.guards.body_mask` of the resampled CT, plus :data:`BODY_MARGIN_MM`; the rest is
+   background); lung = argmax > 0; lung outside the body is removed and flagged.
 5. **Left / right** on the network grid (:func:`pipeline.inference.sides.assign_sides`), by world position.
 6. **Postprocessing** (``--no-postprocess`` turns it off): per lung, the largest component, holes filled.
 7. **Back to the input's geometry**: SimpleITK nearest-neighbour resampling of the uint8 labels with the input
@@ -48,6 +51,7 @@ import SimpleITK as sitk
 import torch
 from monai.data import MetaTensor
 from monai.transforms import EnsureChannelFirstd, LoadImaged, Orientationd, Spacingd
+from scipy import ndimage
 
 from networks.fuse import fold_batch_norms
 from pipeline.cases import CaseResult
@@ -64,11 +68,21 @@ from pipeline.inference.sides import assign_sides, postprocess_sides
 from transforms import EnsureFinited, metatensor_to_sitk, sitk_to_metatensor
 from transforms.errors import InputError
 from transforms.functional import LUNG
-from transforms.geometry import lps_geometry, sitk_affine, voxel_volume_ml
+from transforms.geometry import lps_geometry, sitk_affine, voxel_volume_ml, world_x
 from transforms.io import write_sitk
 
-__all__ = ["LABEL_CHOICES", "MIN_EXTENT_MM", "LungSegmenter", "Segmentation", "default_config", "load_model",
-           "segment_inputs", "stored_configs"]
+__all__ = [
+    "LABEL_CHOICES",
+    "MIN_EXTENT_MM",
+    "SLAB_MM",
+    "LungSegmenter",
+    "Segmentation",
+    "as_slab",
+    "default_config",
+    "load_model",
+    "segment_inputs",
+    "stored_configs",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -76,8 +90,12 @@ _TORCHSCRIPT_MARK = "/code/__torch__/"  # member path present in every torch.jit
 #: transforms at the head of the config's chain that :func:`read_ct` replaces (it reads and checks more)
 _LOADING = (LoadImaged, EnsureChannelFirstd, EnsureFinited)
 _SPATIAL = (Orientationd, Spacingd)
-#: a scan must cover at least this much head to foot for a 3-D network (fewer slices: mostly padding, no context)
+#: a scan covering less than this head to foot is segmented as a slab: its slices repeated to :data:`SLAB_MM`
 MIN_EXTENT_MM = 30.0
+#: the network reads the body's bounding box plus this margin (mm); beyond it everything is air, never lung
+BODY_MARGIN_MM = 20.0
+#: the slab's extent (mm): more than the quick model's window (32 voxels of 5 mm), so no window sees the slab's ends
+SLAB_MM = 200.0
 
 
 def head_foot_axis(direction: np.ndarray) -> int:
@@ -89,6 +107,25 @@ def head_foot_extent_mm(image: sitk.Image) -> float:
     """The scan's extent along :func:`head_foot_axis`, mm."""
     axis = head_foot_axis(np.asarray(image.GetDirection()))
     return float(image.GetSize()[axis] * image.GetSpacing()[axis])
+
+
+def as_slab(image: sitk.Image, extent_mm: float = SLAB_MM) -> sitk.Image:
+    """``image`` extended head to foot to ``extent_mm`` by repeating its first and last slices (its own slices keep
+    their positions and values): a few slices become a volume a 3-D network can read."""
+    axis = head_foot_axis(np.asarray(image.GetDirection()))
+    size, spacing = list(image.GetSize()), image.GetSpacing()
+    pad = max(0, int(np.ceil(extent_mm / spacing[axis])) - size[axis])
+    before = pad // 2
+    size[axis] += pad
+    column = np.asarray(image.GetDirection(), dtype=np.float64).reshape(3, 3)[:, axis]
+    origin = np.asarray(image.GetOrigin()) - before * spacing[axis] * column
+    resample = sitk.ResampleImageFilter()
+    resample.SetReferenceImage(image)
+    resample.SetSize(size)
+    resample.SetOutputOrigin(origin.tolist())
+    resample.SetInterpolator(sitk.sitkNearestNeighbor)
+    resample.SetUseNearestNeighborExtrapolator(True)
+    return resample.Execute(image)
 
 
 def default_config() -> Path:
@@ -369,6 +406,23 @@ class LungSegmenter:
         lung = logits[0, 0] > 0 if logits.shape[1] == 1 else logits[0].argmax(0) > 0
         return lung.cpu().numpy()
 
+    def predict_in(self, image: MetaTensor, body: np.ndarray | None) -> np.ndarray:
+        """:meth:`predict` on the box around ``body`` (plus :data:`BODY_MARGIN_MM`), background elsewhere: the windows
+        see the patient, not metres of air beyond the body that no training crop held. ``None``: the whole grid."""
+        if body is None or not body.any():
+            return self.predict(image)
+        spacing = np.abs(np.asarray(image.pixdim, dtype=np.float64))
+        box = []
+        for axis, step in enumerate(spacing):
+            hits = np.flatnonzero(body.any(axis=tuple(a for a in range(body.ndim) if a != axis)))
+            margin = int(np.ceil(BODY_MARGIN_MM / step))
+            box.append(slice(max(0, hits[0] - margin), min(body.shape[axis], hits[-1] + 1 + margin)))
+        if all(b.start == 0 and b.stop == n for b, n in zip(box, body.shape)):
+            return self.predict(image)
+        lung = np.zeros(body.shape, dtype=bool)
+        lung[tuple(box)] = self.predict(image[(slice(None), *box)])
+        return lung
+
     def segment(self, source: str | os.PathLike | sitk.Image | MetaTensor) -> Segmentation:
         """Segment one CT (a path, a SimpleITK image or a MetaTensor (1, X, Y, Z) with affine); writes nothing."""
         t0 = time.perf_counter()
@@ -384,21 +438,20 @@ class LungSegmenter:
                 check_image(image, str(source.meta.get("filename_or_obj", "<in-memory image>")))
             else:
                 image = read_ct(source, hounsfield=not self.force)
-            name = str(source) if isinstance(source, (str, os.PathLike)) else "<in-memory image>"
             extent = head_foot_extent_mm(image)
+            work = image
             if extent < MIN_EXTENT_MM:
-                raise InputError(f"'{name}': the scan covers {extent:g} mm head to foot ({image.GetSize()} voxels of "
-                                 f"{tuple(round(v, 3) for v in image.GetSpacing())} mm); a 3-D network needs at least "
-                                 f"{MIN_EXTENT_MM:g} mm of the chest: segment the whole series (the folder of all its "
-                                 "slices), not single slices")
+                work = as_slab(image)
+                notes.append(f"a thin scan ({extent:g} mm head to foot): segmented as a {SLAB_MM:g} mm slab of its "
+                             "slices repeated; segment the whole series for a full 3-D result")
             timings["load"], t0 = time.perf_counter() - t0, time.perf_counter()
-            hu = self.resample(image)
+            hu = self.resample(work)
             _, grid_spacing, grid_direction = lps_geometry(np.asarray(hu.affine, dtype=np.float64))
             body = (body_mask(hu[0].numpy(), axial_axis=head_foot_axis(grid_direction))
                     if self.body_guard else np.ones(hu.shape[1:], dtype=bool))
             grid = self.normalise(hu)
             timings["preprocess"], t0 = time.perf_counter() - t0, time.perf_counter()
-            lung = self.predict(grid)
+            lung = self.predict_in(grid, body if self.body_guard else None)
             outside = lung & ~body
             outside_ml = float(outside.sum()) * voxel_volume_ml(grid_spacing)
             lung &= body
@@ -406,7 +459,8 @@ class LungSegmenter:
         notes += [str(w.message).splitlines()[0] for w in caught if issubclass(w.category, UserWarning)
                   and "DICOM series" in str(w.message)]
         affine = np.asarray(grid.affine, dtype=np.float64)
-        labels, how = assign_sides(lung, affine)
+        midline = world_x(affine, np.asarray(ndimage.center_of_mass(body))) if self.body_guard and body.any() else None
+        labels, how = assign_sides(lung, affine, midline)
         if how not in ("empty", "components"):  # no lung at all is a flag (step 8)
             notes.append(f"the lungs touch: left and right were separated by the {how}")
         if self.postprocess:

@@ -18,6 +18,7 @@ __all__ = ["MAX_SPLIT_DEPTH_MM", "SECOND_LUNG_MIN_FRACTION", "assign_sides", "po
 
 SECOND_LUNG_MIN_FRACTION = 0.05  # a second component smaller than this fraction of the first is debris, not a lung
 MAX_SPLIT_DEPTH_MM = 7.5  # erosion depth tried to separate touching lungs (3 erosions on the 2.5 mm grid)
+MAX_STRADDLE = 0.25  # a lung has at most this share of its voxels across the midline from its own side
 FULL_CONNECTIVITY = ndimage.generate_binary_structure(3, 3)  # 26-neighbourhood, MONAI's default connectivity
 
 
@@ -32,8 +33,12 @@ def _erosions(spacing: np.ndarray) -> int:
     return max(1, round(MAX_SPLIT_DEPTH_MM / float(np.min(spacing))))
 
 
-def _two_lungs(lung: np.ndarray, max_erosions: int) -> tuple[np.ndarray | None, str]:
-    """Markers 1 and 2 for the two lungs (components, after up to ``max_erosions`` erosions), or None."""
+def _two_lungs(lung: np.ndarray, max_erosions: int, x_world: np.ndarray,
+               midline: float | None) -> tuple[np.ndarray | None, str]:
+    """Markers 1 and 2 for the two lungs (components, after up to ``max_erosions`` erosions), or None.
+
+    With a ``midline`` (world x of the body's mid-sagittal plane), a pair is accepted only when the larger part
+    does not straddle it: two lungs joined at the front with a piece of one broken off are not yet separated."""
     current = lung
     for erosions in range(max_erosions + 1):
         if erosions:
@@ -43,12 +48,16 @@ def _two_lungs(lung: np.ndarray, max_erosions: int) -> tuple[np.ndarray | None, 
             break
         order = np.argsort(sizes)[::-1]
         if sizes.size >= 2 and sizes[order[1]] >= SECOND_LUNG_MIN_FRACTION * sizes[order[0]]:
-            markers = (labels == order[0] + 1).astype(np.uint8) + 2 * (labels == order[1] + 1).astype(np.uint8)
+            largest = labels == order[0] + 1
+            right_share = float(np.mean(np.broadcast_to(x_world, lung.shape)[largest] > (midline or 0.0)))
+            if midline is not None and min(right_share, 1.0 - right_share) > MAX_STRADDLE:
+                continue
+            markers = largest.astype(np.uint8) + 2 * (labels == order[1] + 1).astype(np.uint8)
             return markers, ("components" if erosions == 0 else f"split by {erosions} erosion(s)")
     return None, "mid-sagittal plane"
 
 
-def assign_sides(lung: np.ndarray, affine: np.ndarray) -> tuple[np.ndarray, str]:
+def assign_sides(lung: np.ndarray, affine: np.ndarray, midline: float | None = None) -> tuple[np.ndarray, str]:
     """Label lung voxels 1 = right lung, 2 = left lung by world position.
 
     The network predicts lung vs background; sides are decided here, on the network's grid:
@@ -57,7 +66,9 @@ def assign_sides(lung: np.ndarray, affine: np.ndarray) -> tuple[np.ndarray, str]
        first's voxels; smaller ones are debris).
     2. If the lungs touch (one component, e.g. joined through the trachea or at the anterior junction), the mask
        is eroded up to :data:`MAX_SPLIT_DEPTH_MM` deep (3 erosions on a 2.5 mm grid) until it falls apart into two
-       such components; every lung voxel then joins the nearer (in mm) of the two eroded lungs.
+       such components; every lung voxel then joins the nearer (in mm) of the two eroded lungs. Given the body's
+       ``midline``, a pair (steps 1 and 2) counts only if the larger lies on one side of it (at most
+       :data:`MAX_STRADDLE` across): two lungs joined at the front, with a piece of one apart, are still one.
     3. If they still touch, the lung is cut by the mid-sagittal plane through the lung centroid: voxels whose
        world x is larger than the centroid's are right, the others left (a rough split: the returned ``how`` says
        so and the QC picture shows it).
@@ -68,6 +79,7 @@ def assign_sides(lung: np.ndarray, affine: np.ndarray) -> tuple[np.ndarray, str]
     Args:
         lung: (X, Y, Z) boolean lung mask.
         affine: its 4x4 RAS affine (voxel index -> world mm; +x = patient's right).
+        midline: RAS world x of the body's mid-sagittal plane (e.g. the body mask's centroid), or None.
 
     Returns:
         (uint8 (X, Y, Z) labels, how the lungs were separated: ``"components"``, ``"split by N erosion(s)"``,
@@ -81,11 +93,10 @@ def assign_sides(lung: np.ndarray, affine: np.ndarray) -> tuple[np.ndarray, str]
     offset = np.array([s.start for s in box], dtype=np.float64)
     sub = lung[box]
     spacing = np.linalg.norm(affine[:3, :3], axis=0)
-    markers, how = _two_lungs(sub, _erosions(spacing))
+    axes = [np.arange(n) + o for n, o in zip(sub.shape, offset, strict=True)]
+    x_world = world_x(affine, np.meshgrid(*axes, indexing="ij", sparse=True))
+    markers, how = _two_lungs(sub, _erosions(spacing), x_world, midline)
     if markers is None:  # one blob: cut at the plane x_world = x of the lung centroid
-        axes = [np.arange(n) + o for n, o in zip(sub.shape, offset, strict=True)]
-        grids = np.meshgrid(*axes, indexing="ij", sparse=True)
-        x_world = world_x(affine, grids)
         centre = np.asarray(ndimage.center_of_mass(sub)) + offset
         sides = np.where(x_world > world_x(affine, centre), RIGHT_LUNG, LEFT_LUNG)
         out[box] = np.where(sub, sides, 0).astype(np.uint8)

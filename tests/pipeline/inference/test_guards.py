@@ -1,4 +1,4 @@
-"""The segment tool's guards: the body mask, the flags of lung_stats.csv, non-CT and thin-scan refusal.
+"""The segment tool's guards: the body mask, the flags of lung_stats.csv, non-CT refusal, thin scans (a slab) and single slices.
 
 The stub network (``ThresholdNet``) calls everything darker than -475 HU lung, as the quickstart's model did on
 real scans: on a chest with air around it, it labels the outside air lung unless the body mask stops it.
@@ -14,8 +14,9 @@ import pytest
 import SimpleITK as sitk
 
 from pipeline.data.checks import check_image, hounsfield_problem
+from pipeline.data.inputs import find_ct_inputs
 from pipeline.inference.guards import FLAGS, body_mask, case_flags
-from pipeline.inference.segmenter import LungSegmenter, segment_inputs
+from pipeline.inference.segmenter import BODY_MARGIN_MM, SLAB_MM, LungSegmenter, as_slab, segment_inputs
 from tests.pipeline.inference.test_segmenter import GRID_MM, ThresholdNet, phantom
 from transforms.errors import InputError
 
@@ -128,10 +129,57 @@ def test_an_mr_is_refused_even_where_its_values_go_negative_unless_forced(tmp_pa
     assert forced.mask.GetSize() == shifted.GetSize()
 
 
-def test_a_scan_too_thin_for_a_3d_network_is_refused_with_what_is_needed(tmp_path):
-    image, _ = phantom(shape=(64, 48, 4))  # 4 slices of 2.5 mm: 10 mm head to foot
-    with pytest.raises(InputError, match=r"covers 10 mm head to foot .* at least 30 mm .* the whole series"):
-        LungSegmenter(ThresholdNet(), device="cpu").segment(image)
-    thick_enough, _ = phantom(shape=(64, 48, 12))  # 30 mm: segmented, and flagged as a thin scan
+def test_a_few_slices_are_segmented_as_a_slab_and_the_mask_keeps_only_them(tmp_path):
+    image, truth = phantom(shape=(64, 48, 4))  # 4 slices of 2.5 mm: 10 mm head to foot
+    slab = as_slab(image)
+    assert slab.GetSize()[2] * slab.GetSpacing()[2] >= SLAB_MM and slab.GetSpacing() == image.GetSpacing()
+    ct, slab_ct = sitk.GetArrayFromImage(image), sitk.GetArrayFromImage(slab)
+    first = round(slab.TransformPhysicalPointToContinuousIndex(image.GetOrigin())[2])
+    np.testing.assert_array_equal(slab_ct[first:first + 4], ct)  # the scan's own slices, where they were
+    assert (slab_ct[:first] == ct[0]).all() and (slab_ct[first + 4:] == ct[-1]).all()  # repeated beyond them
+
+    seg = LungSegmenter(ThresholdNet(), device="cpu").segment(image)
+    mask = sitk.GetArrayFromImage(seg.mask)
+    assert seg.mask.GetSize() == image.GetSize() and seg.mask.GetOrigin() == image.GetOrigin()
+    for side in (1, 2):  # 1 right, 2 left: each lung found in every slice, on its side
+        found, true = mask == side, truth == side
+        assert 2 * (found & true).sum() / (found.sum() + true.sum()) > 0.95 and found.any(axis=(1, 2)).all()
+    assert "thin_scan" in [f.name for f in seg.flags] and any("slab" in n for n in seg.notes)
+    thick_enough, _ = phantom(shape=(64, 48, 12))  # 30 mm: segmented as it is, flagged as a thin scan
     seg = LungSegmenter(ThresholdNet(), device="cpu").segment(thick_enough)
-    assert "thin_scan" in [f.name for f in seg.flags] and sitk.GetArrayFromImage(seg.mask).any()
+    assert "thin_scan" in [f.name for f in seg.flags] and not any("slab" in n for n in seg.notes)
+
+
+def test_single_dicom_slices_are_read_and_refused_with_one_line(tmp_path):
+    image, _ = phantom(shape=(64, 48, 4))
+    one = sitk.Cast(image[:, :, 1:2], sitk.sitkInt16)
+    sitk.WriteImage(one, str(tmp_path / "ct_slice.dcm"))
+    mr = sitk.Cast(sitk.Abs(sitk.Cast(one, sitk.sitkFloat32)) * 0.3 + 40, sitk.sitkInt16)  # positive, MR-like units
+    sitk.WriteImage(mr, str(tmp_path / "mr_slice.dcm"))
+    results = segment_inputs(find_ct_inputs([tmp_path / "ct_slice.dcm", tmp_path / "mr_slice.dcm"]),
+                             tmp_path / "out", LungSegmenter(ThresholdNet(), device="cpu"), progress=False)
+    assert [r.status for r in results] == ["failed", "failed"]
+    assert "got a single slice" in results[0].message and "the whole series" in results[0].message
+    assert "got a single slice" in results[1].message and "do not look like a CT" in results[1].message
+    assert all("\n" not in r.message for r in results)
+    assert not list((tmp_path / "out").glob("*_lung*"))
+
+
+def test_the_network_reads_the_body_and_a_margin_not_the_air_around_it():
+    image, truth, _ = chest_in_air(shape=(120, 100, 40))  # 300 x 250 mm field, body 170 x 120 mm
+    segmenter = LungSegmenter(ThresholdNet(), device="cpu")
+    seen, predict = [], segmenter.predict
+    segmenter.predict = lambda grid: (seen.append(tuple(grid.shape[1:])), predict(grid))[1]
+    result = segmenter.segment(image)
+    grid_shape = tuple(segmenter.preprocess(image).shape[1:])
+    margin = 2 * int(np.ceil(BODY_MARGIN_MM / GRID_MM))
+    # x and y: the body's 170 x 120 mm (68 x 48 voxels, give or take its edge voxel) plus the margin on each side
+    assert len(seen) == 1 and abs(seen[0][0] - (68 + margin)) <= 2 and abs(seen[0][1] - (48 + margin)) <= 2
+    assert seen[0][:2] < grid_shape[:2] and seen[0][2] == grid_shape[2]
+    mask = sitk.GetArrayFromImage(result.mask) > 0
+    assert 2 * (mask & (truth > 0)).sum() / (mask.sum() + (truth > 0).sum()) > 0.95
+    unguarded = LungSegmenter(ThresholdNet(), device="cpu", body_guard=False)
+    seen.clear()
+    unguarded.predict = lambda grid: (seen.append(tuple(grid.shape[1:])), predict(grid))[1]
+    unguarded.segment(image)
+    assert seen == [grid_shape]  # --no-body-mask: the whole grid

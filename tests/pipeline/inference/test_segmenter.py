@@ -182,6 +182,21 @@ def test_assign_sides_by_world_position(x_sign, low_index_side, bridge, how):
     assert set(np.unique(labels[two_boxes(bridge=bridge)])) == {RIGHT_LUNG, LEFT_LUNG}  # every lung voxel labelled
 
 
+def test_lungs_joined_at_the_front_with_a_piece_apart_are_split_at_the_body_midline():
+    """A crop cuts one lung into a main part, joined to the other lung by a thin bridge, and a piece apart: the two
+    largest components are then (both lungs, the piece). With the body's midline that pair straddles it and is
+    refused; one erosion separates the lungs."""
+    lung = two_boxes(shape=(36, 12, 12), bridge=True)
+    lung[30:34, 2:10, 2:10] = True  # the piece: 256 voxels, a quarter of the joined blob (1034)
+    affine = np.diag([-GRID_MM, GRID_MM, GRID_MM, 1.0])  # RAS: index 0 is the patient's right
+    naive, _ = assign_sides(lung, affine)
+    assert (naive[30:34, 2:10, 2:10] == LEFT_LUNG).all() and (naive[2:10, 2:10, 2:10] == RIGHT_LUNG).all()  # the piece vs rest
+    midline = -15.0 * GRID_MM  # world x of index 15, between the boxes (x = -index * GRID_MM)
+    labels, how = assign_sides(lung, affine, midline)
+    assert how == "split by 1 erosion(s)"
+    assert (labels[2:10, 2:10, 2:10] == RIGHT_LUNG).all() and (labels[20:28, 2:10, 2:10] == LEFT_LUNG).all()
+
+
 def test_assign_sides_one_blob_uses_mid_sagittal_plane_and_empty():
     lung = np.zeros((20, 8, 8), bool)
     lung[2:18, 1:7, 1:7] = True  # a solid block does not fall apart by erosion
@@ -408,7 +423,11 @@ def test_cli_subprocess_end_to_end(tiny_files, tmp_path):
                          cwd=REPO, capture_output=True, text=True, timeout=120)
     assert run.returncode == 1, run.stderr
     assert [ln for ln in run.stderr.splitlines() if ln.startswith("failed:")] == [
-        f"failed: '{tmp_path / 'slice.mha'}': expected a 3-D CT volume, got a 2-D image of size (8, 8)"]
+        f"failed: '{tmp_path / 'slice.mha'}': expected a 3-D CT volume, got a single slice (a 2-D image of size (8, 8)):"
+        " segment the whole series (the folder of all its slices); besides, the intensities do not look like a CT"
+        " in Hounsfield units (0 % of voxels at air or lung values (-1100..-500 HU) and 1e+02 % at soft tissue"
+        " (-200..300 HU); percentiles 1/50/99: 0/0/0): an MR, or a CT stored without its rescale (HU = value x"
+        " RescaleSlope + RescaleIntercept) or display-windowed"]
     assert "segment: 1 done, 0 skipped, 1 failed" in run.stdout
     mask = sitk.ReadImage(str(tmp_path / "out" / "ct_lung.nrrd"))
     assert mask.GetSize() == image.GetSize() and (tmp_path / "out" / "ct_qc.png").is_file()
