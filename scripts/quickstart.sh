@@ -2,23 +2,26 @@
 # The main job on built-in data, end to end, on a CPU in a few minutes:
 # synthetic LUNA16 -> train (quick overlay) -> evaluate on held-out cases -> export TorchScript -> segment a CT with it.
 # Usage: bash scripts/quickstart.sh [OUT]   (default OUT=runs/quickstart; data goes to OUT/data)
+# RECIPE=starter (scripts/starter.sh) runs the same steps with bundle/configs/starter.json.
 set -euo pipefail
 shopt -s nullglob
 cd "$(dirname "$0")/.."
+RECIPE="${RECIPE:-quick}"
+[ -f "bundle/configs/$RECIPE.json" ] || { echo "error: RECIPE=$RECIPE: bundle/configs/$RECIPE.json not found" >&2; exit 2; }
 OUT="${1:-runs/quickstart}"
 DATA="$OUT/data"
-CASES="${QUICKSTART_CASES:-10}"
+CASES="${QUICKSTART_CASES:-16}"
 EPOCHS_ARG=()
 [ -n "${QUICKSTART_EPOCHS:-}" ] && EPOCHS_ARG=(--epochs "$QUICKSTART_EPOCHS")
-TRAIN="['bundle/configs/train.json','bundle/configs/quick.json']"
-EVAL="['bundle/configs/train.json','bundle/configs/quick.json','bundle/configs/evaluate.json']"
-INFER="['bundle/configs/inference.json','bundle/configs/quick.json']"
+TRAIN="['bundle/configs/train.json','bundle/configs/$RECIPE.json']"
+EVAL="['bundle/configs/train.json','bundle/configs/$RECIPE.json','bundle/configs/evaluate.json']"
+INFER="['bundle/configs/inference.json','bundle/configs/$RECIPE.json']"
 start=$(date +%s)
 
 echo "== 1/5 synthetic LUNA16: $CASES cases -> $DATA"
 python -m pipeline synth "$DATA" --cases "$CASES" --seed 0
 
-echo "== 2/5 train (bundle/configs/quick.json overlay) -> $OUT/models"
+echo "== 2/5 train (bundle/configs/$RECIPE.json overlay) -> $OUT/models"
 python -m monai.bundle run training --config_file "$TRAIN" --dataset_dir "$DATA" --bundle_root "$OUT" \
     "${EPOCHS_ARG[@]}" > "$OUT/train.log" 2>&1 || { tail -n 30 "$OUT/train.log"; exit 1; }
 grep -E "val_mean_dice" "$OUT/train.log" | sed 's/^.* - INFO - /   /'

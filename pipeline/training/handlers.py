@@ -4,6 +4,7 @@
   and the same including data loading, plus the reference's per-iteration log line.
 * :class:`ReferenceRunSummary`: the reference's per-run summary ``<CaseName>.log`` (FPS, loss, final error),
   which its launch scripts read.
+* :class:`TimeBudget`: a wall-clock limit on training, for recipes that promise a duration.
 
 Metrics are in :mod:`pipeline.training.metrics`, checkpoints in :mod:`pipeline.training.checkpoints`.
 """
@@ -25,7 +26,7 @@ from ignite.engine import Engine, Events
 from pipeline import device as devices
 from pipeline.files import atomic_write_text
 
-__all__ = ["RUN_START_ENV", "ReferenceRunSummary", "Throughput"]
+__all__ = ["RUN_START_ENV", "ReferenceRunSummary", "Throughput", "TimeBudget"]
 
 logger = logging.getLogger(__name__)
 
@@ -187,6 +188,30 @@ def _current_lr(engine: Engine) -> float:
     if opt is None or not opt.param_groups:
         return math.nan
     return float(opt.param_groups[0]["lr"])
+
+
+class TimeBudget:
+    """Stops training after ``limit_s`` seconds of it (from the trainer's start, checked after every iteration);
+    the checkpoints of the epochs finished so far stay. ``None`` or 0: no limit. (ignite's ``TimeLimit`` takes
+    whole seconds and starts its clock when it is built, before the data are prepared.)"""
+
+    def __init__(self, limit_s: float | None = None) -> None:
+        self.limit_s = float(limit_s) if limit_s else None
+        self._start = 0.0
+
+    def attach(self, engine: Engine) -> None:
+        if self.limit_s:
+            engine.add_event_handler(Events.STARTED, self._started)
+            engine.add_event_handler(Events.ITERATION_COMPLETED, self._check)
+
+    def _started(self, engine: Engine) -> None:
+        self._start = time.perf_counter()
+
+    def _check(self, engine: Engine) -> None:
+        if time.perf_counter() - self._start >= self.limit_s:
+            logger.info("time budget of %.0f s reached after epoch %d, iteration %d: training stops",
+                        self.limit_s, engine.state.epoch, engine.state.iteration)
+            engine.terminate()
 
 
 class ReferenceRunSummary:

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import math
+import time
 
 import pytest
 import torch
 from ignite.engine import Engine, Events
 
-from pipeline.training.checkpoints import BestCheckpoint, LatestCheckpoint
 from pipeline.files import load_checkpoint
+from pipeline.training.checkpoints import BestCheckpoint, LatestCheckpoint
 from pipeline.training.handlers import Throughput
 from pipeline.training.metrics import VoxelErrorRate, voxel_errors
 
@@ -143,3 +144,18 @@ def test_latest_and_best_checkpoints_are_written_and_loadable(tmp_path):
     state = load_checkpoint(tmp_path / "model.pt")
     assert set(state) == {"weight", "bias"}  # a plain state dict
     assert (tmp_path / "vnet_model_best.pth.tar").is_file()
+
+
+def test_time_budget_stops_training_after_its_seconds_and_none_means_no_limit():
+    from pipeline.training.handlers import TimeBudget
+
+    def run(limit_s):
+        engine = Engine(lambda e, batch: time.sleep(0.01))
+        TimeBudget(limit_s).attach(engine)
+        t0 = time.perf_counter()
+        engine.run(range(5), max_epochs=10)
+        return engine.state.iteration, time.perf_counter() - t0
+
+    iterations, elapsed = run(0.1)
+    assert 2 <= iterations < 50 and elapsed >= 0.1  # stopped by the budget, not by the 50 iterations
+    assert run(None)[0] == 50 and run(0)[0] == 50
