@@ -67,9 +67,9 @@ def find_ct_inputs(paths: str | os.PathLike | Sequence[str | os.PathLike], recur
                 raise InputError(f"input '{p}' is not a supported image file (expected {', '.join(IMAGE_SUFFIXES)} "
                                  "or a DICOM folder)")
             found.append(str(p))
-        elif is_dicom_series(p):
-            found.append(str(p))
-        else:
+        else:  # a DICOM series folder is an input; image files and series beside its slices are too
+            if is_dicom_series(p):
+                found.append(str(p))
             found.extend(_scan(p, recursive))
     if not found:
         raise InputError(f"no CT found in {', '.join(map(str, paths))}: expected {', '.join(IMAGE_SUFFIXES)} files or "
@@ -87,7 +87,7 @@ def _scan(folder: Path, recursive: bool) -> Iterable[str]:
         elif entry.is_dir():
             if is_dicom_series(entry):
                 out.append(str(entry))
-            elif recursive:
+            if recursive:
                 out.extend(_scan(entry, recursive))
     return out
 

@@ -23,11 +23,12 @@ from matplotlib.image import imread
 from networks import VNet
 from pipeline import cli
 from pipeline.data.checks import check_image, read_ct
+from pipeline.data.inputs import find_ct_inputs
 from pipeline.inference.outputs import STATS_CSV, output_paths
 from pipeline.inference.report import lung_stats
 from pipeline.inference.segmenter import LungSegmenter, segment_inputs
 from pipeline.inference.sides import assign_sides, postprocess_sides
-from tests.dicom import write_dicom_series
+from tests.dicom import STUDY_UID, write_dicom_series
 from transforms.errors import InputError
 from transforms.functional import HU_MAX, HU_MIN, LEFT_LUNG, LUNA16_HU_MEAN, LUNA16_HU_STD, RIGHT_LUNG
 
@@ -454,3 +455,12 @@ def test_mask_name_and_device_come_from_the_config(tmp_path):
     result = segmenter.segment_file(tmp_path / "ct.mha", tmp_path / "out")
     assert result.status == "done" and Path(result.output).name == "ct_lungs.mha"
     assert LungSegmenter(ThresholdNet(), [INFERENCE_CONFIG, overlay], device="cpu", amp=False).amp is False
+
+
+def test_a_folder_with_dicom_slices_also_yields_the_images_and_series_beside_them(tmp_path):
+    image, _ = phantom(shape=(16, 16, 4))
+    write_dicom_series(image, tmp_path / "scans")  # the slices of one series directly in scans/
+    sitk.WriteImage(image, str(tmp_path / "scans" / "ct.nii.gz"))
+    write_dicom_series(image, tmp_path / "scans" / "series2", series_uid=STUDY_UID + ".2")
+    assert find_ct_inputs(tmp_path / "scans") == [str(tmp_path / "scans"), str(tmp_path / "scans" / "ct.nii.gz"),
+                                                  str(tmp_path / "scans" / "series2")]
