@@ -8,11 +8,13 @@ direction (like some LUNA16 headers) with the anatomy still on the correct side 
 **True scale (the default).** An adult chest in millimetres: trunk 280-380 mm wide, lungs 200-280 mm from apex
 to base (2-5 L), drawn on a coarse grid by default (128 x 128 pixels of 2.5-5 mm, slices of 2.5-3.5 mm: fast,
 for recipes that train at 2.5 mm or coarser) or on LUNA16's (``full_size``: 512 x 512 pixels of 0.5-0.98 mm,
-slices of 1-2.5 mm). Each scan is a whole chest (70 %), the lung bases under an abdomen (15 %, an abdomen scan)
-or a field of view narrower than the patient (15 %, the body cut at both sides); arms down beside the chest in
+slices of 1-2.5 mm). Each scan is a whole chest (60 %), the lung bases under an abdomen (15 %, an abdomen scan)
+or a field of view narrower than the chest and off centre (25 %: body and lungs cut at the sides, from below
+the domes to the upper lungs, as a reconstruction zoomed on the heart); arms down beside the chest in
 about a third; the scanner's out-of-field value (-2048, -3024, -1024 = a stored 0 under a rescale intercept of
 -1024, or none); bowel gas under the diaphragm; noise from standard to low dose; emphysematous lungs (darker, with
-bullae) in a fifth and one consolidated (airless, still labelled lung) region in about a sixth.
+bullae) in a fifth and one consolidated (airless, still labelled lung) region in about a sixth; contrast agent
+(+150..400 HU in heart, aorta and lung vessels) in about a third.
 An explicit ``shape`` draws a small patient that fills the grid instead (0.6-0.9 mm pixels, 1-2.5 mm slices,
 chest only): the tests' fast phantoms.
 
@@ -62,9 +64,10 @@ SLICE_SPACING_MM = (1.0, 2.5)
 BODY_WIDTH_MM = (280.0, 380.0)  # left-right skin to skin
 LUNG_HEIGHT_MM = (200.0, 280.0)  # apex to the lowest point of the bases
 TRUE_LUNG_WIDTH, TRUE_LUNG_DEPTH = 1.08, 1.12  # lung half-axes over the small patient's (shares of the body)
-COVERAGE = (("chest", 0.7), ("bases", 0.15), ("cropped", 0.15))  # whole chest; lung bases (abdomen scan); cropped FOV
+COVERAGE = (("chest", 0.6), ("bases", 0.15), ("cropped", 0.25))  # whole chest; lung bases (abdomen scan); cropped FOV
 ARMS_DOWN = 0.25  # share of scans with the arms down beside the chest (else up, out of the field of view)
 EMPHYSEMA, CONSOLIDATION = 0.2, 0.15  # shares of scans with emphysematous lungs / one consolidated region
+CONTRAST, CONTRAST_HU = 0.35, (150.0, 400.0)  # share of contrast-enhanced scans; HU the contrast adds to blood
 TRUE_SCALE_NOISE_HU = (8.0, 45.0)  # standard dose to low dose at a coarse voxel
 TRUE_SCALE_OUT_OF_FIELD = (None, -2048, -3024, -1024)  # -1024: a stored 0 under a rescale intercept of -1024
 SLICE_SPACING_STEP_MM = 0.125  # exact binary fractions, like 1.25 and 2.5
@@ -141,6 +144,7 @@ class _TrueScale:
     sz: float
     sxy: float
     fill: float  # body width / in-plane field of view
+    shift: tuple[float, float]  # the body's centre off the image centre (u, v; units of R)
     length_mm: float  # the whole chest's drawing length (t = 0..1)
     t_range: tuple[float, float]  # the scanned part of it
     z_lung: tuple[float, float]  # lung base and apex in t
@@ -151,6 +155,7 @@ class _TrueScale:
     emphysema: float  # HU subtracted from the parenchyma (0: healthy)
     consolidation: tuple[int, float, float, float, float] | None  # lung index, t, u/v offsets, radius mm
     gas: list  # bowel gas pockets: (t, u offset, v offset, radius mm, half-height in t)
+    contrast: float  # HU added to blood (heart, aorta, lung vessels); 0: no contrast agent
 
 
 def _true_scale(seed: int, full_size: bool) -> _TrueScale:
@@ -160,7 +165,10 @@ def _true_scale(seed: int, full_size: bool) -> _TrueScale:
     coverage = str(rng.choice([c for c, _ in COVERAGE], p=[w for _, w in COVERAGE]))
     arms_down = coverage != "cropped" and rng.random() < ARMS_DOWN
     width = U(*BODY_WIDTH_MM)
-    fill = U(0.95, 1.1) if coverage == "cropped" else U(0.56, 0.64) if arms_down else U(0.70, 0.85)
+    # cropped: a field of view narrower than the chest, off centre, cutting through the lungs (as a reconstruction
+    # zoomed on the heart); the body (and the lungs in it) runs off the image at the sides
+    fill = U(1.15, 1.6) if coverage == "cropped" else U(0.56, 0.64) if arms_down else U(0.70, 0.85)
+    shift = (U(-0.15, 0.15), U(-0.1, 0.1)) if coverage == "cropped" else (0.0, 0.0)
     n = FULL_INPLANE if full_size else DEFAULT_INPLANE
     sxy = float(np.clip(width / fill / n, *FULL_INPLANE_SPACING_MM)) if full_size else width / fill / n
     sxy = round(sxy, 4)
@@ -170,6 +178,8 @@ def _true_scale(seed: int, full_size: bool) -> _TrueScale:
     t_range = (0.0, 1.0)
     if coverage == "bases":  # an abdomen scan: upper abdomen and the lung bases
         t_range = (U(-0.45, -0.25), z_base + U(0.25, 0.45) * (z_apex - z_base))
+    elif coverage == "cropped":  # and head to foot from below the domes to the upper lungs or above
+        t_range = (U(-0.1, 0.25), U(0.65, 1.0))
     step = SLICE_SPACING_STEP_MM
     sz = round(U(*(SLICE_SPACING_MM if full_size else DEFAULT_SLICE_SPACING_MM)) / step) * step
     nz = max(MIN_SIZE, round((t_range[1] - t_range[0]) * length / sz))
@@ -180,10 +190,11 @@ def _true_scale(seed: int, full_size: bool) -> _TrueScale:
     if rng.random() < CONSOLIDATION:
         consolidation = (int(rng.integers(2)), z_base + U(0.1, 0.4) * (z_apex - z_base), U(-0.3, 0.3), U(0.0, 0.4),
                          U(25.0, 50.0))
-    gas = [(U(t_range[0], z_base - 0.01), U(-0.5, 0.65), U(-0.6, 0.3), U(10.0, 35.0), U(0.02, 0.06))
+    gas = [(U(min(t_range[0], z_base - 0.06), z_base - 0.01), U(-0.5, 0.65), U(-0.6, 0.3), U(10.0, 35.0), U(0.02, 0.06))
            for _ in range(int(rng.integers(4, 13)))]
-    return _TrueScale(n, n, int(nz), float(sz), sxy, fill, length, t_range, (z_base, z_apex), coverage, arms,
-                      out_of_field, U(*TRUE_SCALE_NOISE_HU), emphysema, consolidation, gas)
+    contrast = U(*CONTRAST_HU) if rng.random() < CONTRAST else 0.0
+    return _TrueScale(n, n, int(nz), float(sz), sxy, fill, shift, length, t_range, (z_base, z_apex), coverage, arms,
+                      out_of_field, U(*TRUE_SCALE_NOISE_HU), emphysema, consolidation, gas, contrast)
 
 
 def _spline_weights(n: int, nodes: int) -> np.ndarray:
@@ -256,6 +267,8 @@ def render_case(seed: int, shape: Sequence[int] | None = None, full_size: bool =
     a = true.fill if true else U(0.35, 0.425) * 2  # body half-width (units of R): 70-85 % of a small patient's grid
     b = a * U(0.62, 0.74)
     u0, v0 = U(-0.04, 0.04), U(-0.10, -0.02)
+    if true:
+        u0, v0 = u0 + true.shift[0], v0 + true.shift[1]
     fat = U(0.04, 0.10) * a
     table_top = v0 + b + U(0.02, 0.05)
     margin = 4 * sxy / r_mm + 0.02
@@ -422,6 +435,8 @@ def render_case(seed: int, shape: Sequence[int] | None = None, full_size: bool =
             bone = bone | (ribs_allowed & (np.sin(phase) > 0.45)) | sternum
         tis[bone], lab[bone] = Tissue.BONE, 0
         hu = np.take(_HU_LUT, tis)
+        if true and true.contrast:  # contrast agent in the blood: heart, aorta
+            hu[tis == Tissue.BLOOD] += true.contrast
         if lung_all.any():  # what is still lung or vessel after airways and bones were drawn over it
             vessels, parenchyma = tis == Tissue.VESSEL, tis == Tissue.LUNG
             hu[parenchyma] += gravity[parenchyma] + LUNG_TEXTURE_HU * field[0][parenchyma]
@@ -433,7 +448,8 @@ def render_case(seed: int, shape: Sequence[int] | None = None, full_size: bool =
                 size = np.sqrt(1 - ((t - tc) / half) ** 2)
                 solid = (parenchyma | vessels) & (_ellipse(u, v, cu, cv, rad * size, rad * size) <= 1)
                 hu[solid] = TISSUE_HU[Tissue.SOFT_TISSUE] - 20.0  # airless lung: still lung
-            hu[vessels] = centre_hu + (edge_hu - centre_hu) * (vessel_m[vessels] / vessel_width[vessels])
+            centre = centre_hu + (true.contrast if true else 0.0)  # and the lung vessels
+            hu[vessels] = centre + (edge_hu - centre) * (vessel_m[vessels] / vessel_width[vessels])
         full = np.full((ny, nx), TISSUE_HU[Tissue.AIR], np.float32)
         full[win] = ndimage.gaussian_filter(hu, PARTIAL_VOLUME_SIGMA, truncate=2.0, mode="nearest")
         full += rng.standard_normal((ny, nx), dtype=np.float32) * noise_hu
