@@ -1,12 +1,9 @@
-"""Shared pytest configuration: hardware markers, slow tests first.
+"""Shared pytest configuration: hardware markers.
 
 ``@pytest.mark.npu`` tests run only where :func:`pipeline.device.ensure_npu_backend` loads torch_npu
 and ``torch.npu.is_available()``; ``@pytest.mark.cuda`` tests only where ``torch.cuda.is_available()``.
 Elsewhere they are skipped with the reason. Availability is checked once, and only if such tests
 were collected (so a plain run never tries to import torch_npu).
-
-Tests marked ``slow`` run first (otherwise in collection order): with ``-n 2`` the long end-to-end runs start
-early instead of leaving one worker alone with the quickstart at the end.
 """
 
 from __future__ import annotations
@@ -37,8 +34,7 @@ _HARDWARE_MARKERS = {
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """Skip hardware-marked tests when that hardware is missing; put slow tests first (a stable sort)."""
-    items.sort(key=lambda item: item.get_closest_marker("slow") is None)
+    """Skip hardware-marked tests when that hardware is missing."""
     for marker, (available, reason) in _HARDWARE_MARKERS.items():
         marked = [item for item in items if item.get_closest_marker(marker) is not None]
         if marked and not available():
