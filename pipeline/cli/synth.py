@@ -14,7 +14,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         "Write CT phantoms with LUNA16-style lung masks (labels 3 left lung, 4 right lung, 5 trachea) in the "
         "reference's layout: OUT/lung_ct_image/<uid>.mhd and OUT/seg-lungs-LUNA16/<uid>.mhd. By default an adult "
         "chest at true scale (trunk 280-380 mm wide, lungs 2-5 L; whole chests, abdomen scans of the lung bases and "
-        "cropped fields of view) drawn on a coarse 128 x 128 grid of 2.5-5 mm pixels."))
+        "cropped fields of view) drawn on a coarse 128 x 128 grid of 1.4-5.3 mm pixels."))
     p.add_argument("out", help="output folder (the dataset root)")
     p.add_argument("--cases", type=int, default=8, help="number of cases (default 8)")
     p.add_argument("--seed", type=int, default=0, help="random seed; the same seed gives the same bytes (default 0)")

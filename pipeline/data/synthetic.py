@@ -6,7 +6,7 @@ Each case is an int16 HU volume and a uint8 mask with LUNA16's labels (3 left lu
 direction (like some LUNA16 headers) with the anatomy still on the correct side in world coordinates.
 
 **True scale (the default).** An adult chest in millimetres: trunk 280-380 mm wide, lungs 200-280 mm from apex
-to base (2-5 L), drawn on a coarse grid by default (128 x 128 pixels of 2.5-5 mm, slices of 2.5-3.5 mm: fast,
+to base (2-5 L), drawn on a coarse grid by default (128 x 128 pixels of 1.4-5.3 mm, slices of 2.5-3.5 mm: fast,
 for recipes that train at 2.5 mm or coarser) or on LUNA16's (``full_size``: 512 x 512 pixels of 0.5-0.98 mm,
 slices of 1-2.5 mm). Each scan is a whole chest (60 %), the lung bases under an abdomen (15 %, an abdomen scan)
 or a field of view narrower than the chest and off centre (25 %: body and lungs cut at the sides, from below
