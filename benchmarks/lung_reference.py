@@ -121,6 +121,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from transforms import SimpleITKReader
     from transforms.errors import InputError
+    from transforms.io import write_sitk
 
     try:
         image = SimpleITKReader().read(str(args.ct))
@@ -131,7 +132,10 @@ def main(argv: list[str] | None = None) -> int:
     out = sitk.GetImageFromArray(lung.astype(np.uint8))
     out.CopyInformation(image)
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    sitk.WriteImage(out, str(args.out), useCompression=True)
+    try:
+        write_sitk(out, args.out)  # atomic: no half-written mask if interrupted
+    except InputError as e:
+        parser.error(str(e))
     voxel_ml = float(np.prod(image.GetSpacing())) / 1000.0
     cols = np.flatnonzero(lung.any(axis=(0, 1)))
     mid = (cols.min() + cols.max()) / 2 if cols.size else 0
